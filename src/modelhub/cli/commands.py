@@ -1,0 +1,219 @@
+"""One function per sub-command: call the library, print results on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_INTEGRITY, EXIT_OK, exit_code_for
+from ..store import Manifest, Store
+from .main import report
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def human_size(n: int) -> str:
+    """Bytes as a short human string (1024-based)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _manifest_doc(store: Store, manifest: Manifest) -> dict[str, Any]:
+    doc = asdict(manifest)
+    doc["path"] = str(store.abspath(manifest.primary_path))
+    return doc
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """``modelhub pull REF...``: print each primary path (or the manifests with --json)."""
+    from ..pipeline import Model, pull
+
+    store = Store()
+    refs: list[str] = list(args.refs)
+
+    def one(ref: str) -> Model:
+        return pull(ref, stage=args.stage, storage=args.storage, revision=args.revision,
+                    offline=True if args.offline else None, force=args.force,
+                    sha256=args.sha256, store=store)
+
+    jobs = args.jobs if args.jobs > 0 else min(4, len(refs))
+    results: list[Model | BaseException] = []
+    if jobs <= 1 or len(refs) == 1:
+        for ref in refs:
+            try:
+                results.append(one(ref))
+            except Exception as exc:
+                results.append(exc)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(one, ref) for ref in refs]
+            for fut in futures:
+                try:
+                    results.append(fut.result())
+                except Exception as exc:
+                    results.append(exc)
+    code = EXIT_OK
+    docs = []
+    for ref, result in zip(refs, results, strict=True):
+        if isinstance(result, BaseException):
+            failure = report(result)
+            code = code or failure
+            continue
+        if args.json:
+            docs.append(_manifest_doc(store, result.manifest))
+        else:
+            _out(str(result.path))
+    if args.json:
+        _out(json.dumps(docs, indent=2, sort_keys=True))
+    if code and len(refs) > 1:
+        _err(f"modelhub: {sum(isinstance(r, BaseException) for r in results)} of {len(refs)} "
+             "models failed")
+    return code
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """``modelhub path REF``: the primary artifact, from the store only."""
+    from ..pipeline import path
+
+    _out(str(path(args.ref)))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``modelhub info REF``: the manifest (JSON with --json, a summary otherwise)."""
+    from ..pipeline import as_ref
+
+    store = Store()
+    manifest = store.require(as_ref(args.ref))
+    if args.json:
+        _out(manifest.to_json().rstrip("\n"))
+        return EXIT_OK
+    lines = [
+        f"ref:        {manifest.ref}",
+        f"hub:        {manifest.hub}",
+        f"framework:  {manifest.framework}",
+        f"revision:   {manifest.revision}",
+        f"storage:    {manifest.storage}",
+        f"created:    {manifest.created}",
+        f"source:     {', '.join(manifest.source)}",
+        f"sdk_cache:  {manifest.sdk_cache or '-'}",
+        "files:",
+    ]
+    lines += [f"  {f.path}  {human_size(f.size)}  sha256:{f.sha256}" for f in manifest.files]
+    if manifest.staged:
+        lines.append("staged:")
+        for s in manifest.staged:
+            parity = "-" if not s.parity else f"{s.parity.get('max_abs_diff')}"
+            lines.append(f"  {s.path}  [{s.format}]  inputs={','.join(s.inputs)}  "
+                         f"outputs={','.join(s.outputs)}  parity={parity}")
+    _out("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``modelhub list``: every model in the store."""
+    store = Store()
+    manifests = [m for _, m in store.manifests()]
+    if args.json:
+        _out(json.dumps([_manifest_doc(store, m) for m in manifests], indent=2, sort_keys=True))
+        return EXIT_OK
+    if not manifests:
+        _err(f"the store at {store.root} is empty")
+        return EXIT_OK
+    rows = [("REF", "FRAMEWORK", "SIZE", "STAGED", "PATH")]
+    for m in sorted(manifests, key=lambda m: m.ref):
+        size = sum(f.size for f in m.files)
+        staged = ",".join(sorted({s.format for s in m.staged})) or "-"
+        rows.append((m.ref, m.framework, human_size(size), staged, m.primary_path))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+        _out("  ".join([*cells, row[-1]]))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``modelhub verify [REF...]``: re-hash files; exit 5 on any difference."""
+    from ..pipeline import as_ref
+
+    store = Store()
+    if args.refs:
+        manifests = [store.require(as_ref(r)) for r in args.refs]
+    else:
+        manifests = [m for _, m in store.manifests()]
+    bad = 0
+    for manifest in manifests:
+        problems = store.verify(manifest)
+        if problems:
+            bad += 1
+            for problem in problems:
+                _err(f"modelhub: error: {manifest.ref}: {problem}")
+            _out(f"FAILED {manifest.ref}")
+        else:
+            _out(f"ok     {manifest.ref}")
+    return EXIT_INTEGRITY if bad else EXIT_OK
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """``modelhub rm REF``: remove the model and the files only it owns."""
+    from ..pipeline import as_ref
+
+    ref = as_ref(args.ref)
+    store = Store()
+    with store.lock(ref):
+        removed = store.remove(ref)
+    for rel in removed:
+        _out(str(store.root / rel))
+    _err(f"removed {ref} ({len(removed)} path(s))")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``modelhub import PATH --as REF``: local files into the store, as a pull would."""
+    from ..importer import import_path
+    from ..pipeline import as_ref
+
+    ref = as_ref(args.ref)
+    store = Store()
+    src = Path(args.src)
+    if not src.exists():
+        from ..errors import NotFoundError
+
+        raise NotFoundError(f"no such file or folder: {src}")
+    with store.lock(ref):
+        manifest = import_path(store, src, ref, force=args.force)
+    _out(str(store.abspath(manifest.primary_path)))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``modelhub serve``: the store as a mirror of every hub (blocks until interrupted)."""
+    from ..mirror import serve
+
+    root = Path(args.root).expanduser().absolute() if args.root else Store().root
+
+    def ready(url: str) -> None:
+        _err(f"modelhub: serving {root} at {url} (Ctrl-C to stop)")
+        _out(url)
+
+    serve(root, host=args.host, port=args.port, ready=ready)
+    return EXIT_OK
+
+
+__all__ = ["exit_code_for"]

@@ -1,0 +1,109 @@
+"""``modelhub`` command line: argument wiring and error-to-prose mapping only.
+
+stdout carries results (paths, JSON); progress and messages go to stderr. Every error is one
+line on stderr (a traceback only with ``MODELHUB_DEBUG=1``) and the contract's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import EXIT_ERROR, EXIT_USAGE, ModelhubError, exit_code_for
+
+PROG = "modelhub"
+
+
+def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pull", help="download (and stage) models into the store")
+    p.add_argument("refs", nargs="+", metavar="REF", help="model references, e.g. onnx:mnist")
+    p.add_argument("--stage", default="auto",
+                   choices=["auto", "none", "onnx", "pb", "h5", "keras", "savedmodel"],
+                   help="import-ready form to produce (default: the hub's own default)")
+    p.add_argument("--storage", default="uncompressed", choices=["compressed", "uncompressed"])
+    p.add_argument("--revision", help="branch, tag, commit, opset or weights to pull")
+    p.add_argument("--sha256", help="expected sha256 of a url: file")
+    p.add_argument("--offline", action="store_true", help="never use the network")
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="models pulled in parallel")
+    p.add_argument("--json", action="store_true", help="print manifests as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``modelhub`` command."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Pull pretrained models from every model hub into one store, import-ready.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_pull(sub)
+
+    p = sub.add_parser("path", help="print the primary artifact path (no network)")
+    p.add_argument("ref", metavar="REF")
+
+    p = sub.add_parser("info", help="show a model's manifest")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("list", help="list everything in the store")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="re-hash models against their manifests")
+    p.add_argument("refs", nargs="*", metavar="REF")
+
+    p = sub.add_parser("rm", help="remove a model (and only it)")
+    p.add_argument("ref", metavar="REF")
+
+    p = sub.add_parser("import", help="put local files into the store as REF")
+    p.add_argument("src", metavar="PATH")
+    p.add_argument("--as", dest="ref", required=True, metavar="REF")
+    p.add_argument("--force", action="store_true", help="replace an existing entry")
+
+    p = sub.add_parser("serve", help="serve the store as a mirror of every hub")
+    p.add_argument("--root", help="store to serve (default: $MODELHUB_PATH)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv``; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quiet:
+        os.environ["MODELHUB_QUIET"] = "1"
+    from . import commands
+
+    handler: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.command}")
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except ModelhubError as exc:
+        return report(exc)
+    except Exception as exc:  # a bug or an unexpected environment: still one line
+        return report(exc)
+
+
+def report(exc: BaseException) -> int:
+    """Print ``exc`` as one line on stderr (traceback with MODELHUB_DEBUG=1); return its code."""
+    if os.environ.get("MODELHUB_DEBUG", "").strip() in ("1", "true", "yes"):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ModelhubError):
+        message = f"{type(exc).__name__}: {message} (MODELHUB_DEBUG=1 shows the traceback)"
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    code = exit_code_for(exc)
+    return code if code else EXIT_ERROR
+
+
+__all__ = ["EXIT_USAGE", "build_parser", "main", "report"]

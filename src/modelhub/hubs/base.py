@@ -1,0 +1,189 @@
+"""The ModelHub base class: the one seam every hub adapter plugs into.
+
+A hub does three things, in this order, and nothing else:
+
+1. ``resolve(ref)`` → a :class:`Plan`: the immutable revision and the remote files, decided from
+   metadata only (no model bytes move yet);
+2. ``fetch(plan)`` → the files, entered into the store (downloaded through ``transfer``, or linked
+   from the SDK's cache), each verified before it gets its final name;
+3. ``stage(ref, manifest, fmt)`` → staged artifacts with their evidence (names, parity).
+
+``pipeline.pull`` drives these steps under the model's lock and writes the manifest last. The
+seed interface (``download_model``/``stage_model``, ``hub_url``, ``framework_name``) is kept on
+top for callers that want one hub object.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import settings
+from ..errors import HashMismatchError, LFSPointerError, SizeMismatchError, UnsupportedError
+from ..refs import ModelRef, parse
+from ..store import FileEntry, Manifest, StagedEntry, Store
+from ..store.files import sha256_file
+
+
+class StorageType(enum.Enum):
+    """How original files are kept in the store."""
+
+    COMPRESSED = "compressed"
+    UNCOMPRESSED = "uncompressed"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch: where from, where to (store-relative), and what it must be."""
+
+    url: str
+    rel: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class Plan:
+    """What a hub resolved for a reference, before any model bytes are fetched."""
+
+    ref: ModelRef
+    revision: str | None
+    files: list[RemoteFile]
+    source: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+    sdk_cache: str | None = None
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """Options for staging, from the CLI or the API."""
+
+    fmt: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+
+
+class ModelHub(ABC):
+    """Base class of every hub adapter (see the module docstring for the contract)."""
+
+    #: The reference prefix, e.g. ``"onnx"``.
+    name: ClassVar[str]
+    #: The store folder, e.g. ``"onnx"``, ``"pytorch"``.
+    framework_name: ClassVar[str]
+    #: The stage ``--stage auto`` means for this hub (``"none"`` = keep the original).
+    default_stage: ClassVar[str] = "none"
+    #: Stages this hub can produce.
+    stages: ClassVar[tuple[str, ...]] = ("none",)
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store if store is not None else Store()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hub_url={self.hub_url!r}, store={self.store!r})"
+
+    @property
+    def hub_url(self) -> str:
+        """The base URL this hub talks to (upstream, an override, or the mirror)."""
+        return settings().hub_url(self.name)
+
+    # --- the three steps -----------------------------------------------------------------------
+    @abstractmethod
+    def resolve(self, ref: ModelRef, *, offline: bool = False) -> Plan:
+        """Resolve ``ref`` to an immutable revision and its remote files (metadata only).
+
+        Raises ModelNotFoundError (exit 3) for unknown models, OfflineError (exit 6) when the
+        metadata is needed and ``offline`` is set.
+        """
+
+    def fetch(self, plan: Plan, *, progress: bool | None = None) -> list[FileEntry]:
+        """Enter every file of ``plan`` into the store; return their records.
+
+        The default downloads through ``transfer`` into the store's temporary folder, checks
+        size, sha256 and that no Git LFS pointer came instead of the content, then publishes.
+        A file already at its final path with the expected sha256 is kept (no download).
+        """
+        return [self._fetch_one(plan.ref, rf, progress) for rf in plan.files]
+
+    def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
+        """Produce staged artifacts for ``manifest`` in ``request.fmt``.
+
+        The base class stages nothing; hubs override this for the formats in ``stages``.
+        """
+        if request.fmt == "none":
+            return []
+        raise UnsupportedError(f"{self.name}: cannot stage to {request.fmt!r} (supported: "
+                               f"{', '.join(self.stages)})")
+
+    # --- helpers for subclasses ----------------------------------------------------------------
+    def _fetch_one(self, ref: ModelRef, rf: RemoteFile, progress: bool | None) -> FileEntry:
+        store = self.store
+        target = store.abspath(rf.rel)
+        if rf.sha256 and target.is_file() and not target.is_symlink():
+            sha, size = sha256_file(target)
+            if sha == rf.sha256:
+                return FileEntry(rf.rel, sha, size)
+        from .. import transfer
+
+        part = store.tmp_path(ref, Path(rf.rel).name)
+        result = transfer.download_file(
+            rf.url, part, token=self._token(rf.url), progress=progress, desc=Path(rf.rel).name
+        )
+        try:
+            self._check_download(part, rf, result.sha256, result.size)
+        except Exception:
+            part.unlink(missing_ok=True)
+            raise
+        return store.publish(part, rf.rel, ref, result.sha256, result.size)
+
+    @staticmethod
+    def _check_download(part: Path, rf: RemoteFile, sha256: str, size: int) -> None:
+        with open(part, "rb") as fh:
+            head = fh.read(len(_LFS_PREFIX))
+        if head == _LFS_PREFIX and (rf.sha256 is None or sha256 != rf.sha256):
+            raise LFSPointerError(
+                f"{rf.url} served a Git LFS pointer file ({size} bytes), not the model; "
+                "the server must resolve LFS objects"
+            )
+        if rf.size is not None and size != rf.size:
+            raise SizeMismatchError(f"{rf.url}: got {size} bytes, expected {rf.size}")
+        if rf.sha256 is not None and sha256 != rf.sha256:
+            raise HashMismatchError(
+                f"{rf.url}: sha256 {sha256[:16]}… does not match the expected {rf.sha256[:16]}…"
+            )
+
+    def _token(self, url: str) -> str | None:
+        """The credential to send to ``url`` (none by default; transfer keeps it on one host)."""
+        return None
+
+    # --- the seed interface --------------------------------------------------------------------
+    def download_model(self, path: str, storage: StorageType = StorageType.UNCOMPRESSED) -> Path:
+        """Download the model ``path`` (the reference without the hub prefix) into the store.
+
+        Returns the absolute path of the original artifact. Nothing is staged.
+        """
+        from ..pipeline import pull
+
+        ref = parse(f"{self.name}:{path}")
+        model = pull(ref, stage="none", storage=storage.value, store=self.store)
+        return model.original
+
+    def stage_model(self, model: Path) -> Path:
+        """Stage an original artifact previously downloaded into the store (default stage).
+
+        Returns the absolute path of the staged artifact.
+        """
+        from ..pipeline import stage_existing
+
+        rel = Path(os.path.abspath(model)).relative_to(self.store.root).as_posix()
+        for _, manifest in self.store.manifests():
+            if manifest.hub == self.name and rel in manifest.all_paths():
+                staged = stage_existing(parse(manifest.ref), self.default_stage, store=self.store)
+                return staged.path
+        raise UnsupportedError(f"{model} is not an original file of a {self.name}: model in "
+                               f"{self.store.root}")

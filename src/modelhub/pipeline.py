@@ -1,0 +1,203 @@
+"""``pull()``: reference → hub adapter → store → staging → manifest. One direction.
+
+The pipeline knows only the hub adapter and the store. It decides from the store first
+(a model already present with the wanted stage costs no network and no framework import),
+then, under the model's lock, resolves, fetches, stages and writes the manifest last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import settings
+from .errors import UnsupportedError, UsageError
+from .hubs import ModelHub, StageRequest, get_hub
+from .refs import ModelRef, parse
+from .store import Manifest, Store
+from .store.layout import framework_for
+from .store.manifest import utc_now
+
+STAGES = ("auto", "none", "onnx", "pb", "h5", "keras", "savedmodel")
+STORAGES = ("compressed", "uncompressed")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model in the store: its reference, manifest and absolute paths."""
+
+    ref: ModelRef
+    manifest: Manifest
+    store: Store
+
+    @property
+    def path(self) -> Path:
+        """The primary artifact: the staged file if any, else the original."""
+        return self.store.abspath(self.manifest.primary_path)
+
+    @property
+    def original(self) -> Path:
+        """The original artifact (the snapshot folder for folder-shaped models)."""
+        folder = self.manifest.details.get("folder")
+        return self.store.abspath(str(folder) if folder else self.manifest.files[0].path)
+
+    @property
+    def files(self) -> list[Path]:
+        """Absolute paths of the original files."""
+        return [self.store.abspath(f.path) for f in self.manifest.files]
+
+    @property
+    def staged(self) -> list[Path]:
+        """Absolute paths of the staged artifacts."""
+        return [self.store.abspath(s.path) for s in self.manifest.staged]
+
+
+def as_ref(ref: str | ModelRef, revision: str | None = None) -> ModelRef:
+    """Parse ``ref`` if needed and apply ``revision`` (``--revision``)."""
+    parsed = parse(ref) if isinstance(ref, str) else ref
+    return parsed.with_revision(revision) if revision else parsed
+
+
+def _stage_for(hub: ModelHub, ref: ModelRef, stage: str) -> str:
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if stage == "auto":
+        stage = hub.default_stage
+        if stage == "auto":
+            stage = hub.auto_stage(ref)  # type: ignore[attr-defined]
+    if stage not in hub.stages:
+        raise UnsupportedError(
+            f"{ref}: cannot stage to {stage!r} (this hub stages to {', '.join(hub.stages)})"
+        )
+    return stage
+
+
+def _satisfied(manifest: Manifest, fmt: str, storage: str, sha256: str | None) -> bool:
+    if manifest.storage != storage:
+        return False
+    if sha256 and (not manifest.files or manifest.files[0].sha256 != sha256):
+        return False
+    return fmt == "none" or any(s.format == fmt for s in manifest.staged)
+
+
+def _files_present(store: Store, manifest: Manifest) -> bool:
+    for entry in manifest.files:
+        path = store.abspath(entry.path)
+        if not path.is_file() or path.stat().st_size != entry.size:
+            return False
+    return True
+
+
+def pull(
+    ref: str | ModelRef,
+    *,
+    stage: str = "auto",
+    storage: str = "uncompressed",
+    revision: str | None = None,
+    offline: bool | None = None,
+    force: bool = False,
+    sha256: str | None = None,
+    store: Store | None = None,
+    progress: bool | None = None,
+    options: dict[str, Any] | None = None,
+) -> Model:
+    """Pull ``ref`` into the store and stage it; return the :class:`Model`.
+
+    A model already present with the wanted stage is returned with no network access. Raises
+    the typed errors of :mod:`modelhub.errors` (each with its exit code).
+    """
+    if storage not in STORAGES:
+        raise UsageError(f"unknown storage {storage!r}; expected compressed or uncompressed")
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise UsageError("--sha256 needs 64 hex digits")
+    mref = as_ref(ref, revision)
+    st = store if store is not None else Store()
+    hub = get_hub(mref.hub, st)
+    fmt = _stage_for(hub, mref, stage)
+    offline = settings().offline if offline is None else offline
+    request = StageRequest(fmt, dict(options or {}))
+
+    found = st.manifest(mref)
+    if found is not None and not force and _satisfied(found, fmt, storage, sha256):
+        return Model(mref, found, st)
+
+    with st.lock(mref):
+        found = st.manifest(mref)
+        if found is not None and not force:
+            if _satisfied(found, fmt, storage, sha256):
+                return Model(mref, found, st)
+            if (found.storage == storage and _satisfied(found, "none", storage, sha256)
+                    and _files_present(st, found)):
+                return _restage(hub, mref, found, request, st)
+        if hub.name == "url":
+            plan = hub.resolve(mref, offline=offline, sha256=sha256)  # type: ignore[call-arg]
+        else:
+            plan = hub.resolve(mref, offline=offline)
+        files = hub.fetch(plan, progress=progress)
+        manifest = Manifest(
+            ref=mref.canonical,
+            hub=mref.hub,
+            framework=framework_for(mref),
+            revision=plan.revision or files[0].sha256,
+            source=plan.source,
+            storage=storage,
+            sdk_cache=plan.sdk_cache,
+            files=files,
+            staged=[],
+            created=utc_now(),
+            details=plan.details,
+        )
+        return _restage(hub, mref, manifest, request, st)
+
+
+def _restage(hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest,
+             store: Store) -> Model:
+    staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
+    keep = [s for s in manifest.staged if s.format != request.fmt]
+    manifest = dataclasses.replace(manifest, staged=staged + keep)
+    store.write_manifest(manifest, ref)
+    return Model(ref, manifest, store)
+
+
+def stage_existing(ref: str | ModelRef, stage: str = "auto", *, store: Store | None = None,
+                   options: dict[str, Any] | None = None) -> Model:
+    """Stage a model already in the store (no download). Raises NotInStoreError when absent."""
+    mref = as_ref(ref)
+    st = store if store is not None else Store()
+    hub = get_hub(mref.hub, st)
+    fmt = _stage_for(hub, mref, stage)
+    with st.lock(mref):
+        manifest = st.require(mref)
+        return _restage(hub, mref, manifest, StageRequest(fmt, dict(options or {})), st)
+
+
+def path(ref: str | ModelRef, *, store: Store | None = None) -> Path:
+    """The primary artifact of ``ref`` in the store. Never touches the network.
+
+    Raises NotInStoreError (exit 3) when the model has not been pulled.
+    """
+    st = store if store is not None else Store()
+    mref = as_ref(ref)
+    return st.abspath(st.require(mref).primary_path)
+
+
+def load(ref: str | ModelRef, *, store: Store | None = None, **pull_kwargs: Any) -> Any:
+    """Pull (if needed) and open ``ref``: an onnxruntime session for ONNX models.
+
+    Formats whose runtimes arrive in later versions return the artifact's path.
+    """
+    model = pull(ref, store=store, **pull_kwargs)
+    fmt = model.manifest.staged[0].format if model.manifest.staged else None
+    if fmt == "onnx" or model.path.suffix == ".onnx":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        return onnxruntime.InferenceSession(
+            str(model.path), options, providers=["CPUExecutionProvider"]
+        )
+    return model.path

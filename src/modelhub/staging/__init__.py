@@ -1,0 +1,1 @@
+"""Staging: one module per conversion; stateless and idempotent."""

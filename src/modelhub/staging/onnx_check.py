@@ -1,0 +1,95 @@
+"""Stage ``onnx`` for an ONNX source: validate it (checker, shape inference, onnxruntime load).
+
+Stateless and idempotent: it reads the model and reports; it never rewrites the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError, StagingError
+
+CONVERTER = "onnx.checker+shape_inference+onnxruntime"
+_LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What validation learned about an ONNX model."""
+
+    inputs: list[str]
+    outputs: list[str]
+    io_ports: dict[str, list[dict[str, Any]]]
+    opset: int
+    ir_version: int
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def is_lfs_pointer(head: bytes) -> bool:
+    """True when ``head`` (the first bytes of a file) is a Git LFS pointer, not content."""
+    return head.startswith(_LFS_PREFIX)
+
+
+def _ports(values: Any, initializers: set[str]) -> list[dict[str, Any]]:
+    import onnx
+
+    ports = []
+    for value in values:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        shape = [
+            d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None)
+            for d in tensor.shape.dim
+        ]
+        elem = onnx.helper.tensor_dtype_to_string(tensor.elem_type) if tensor.elem_type else ""
+        ports.append({"name": value.name, "shape": shape, "type": f"tensor({elem.replace('TensorProto.', '').lower()})"})
+    return ports
+
+
+def validate_onnx(path: Path) -> OnnxInfo:
+    """Check an ONNX model fully and return its interface.
+
+    Runs ``onnx.checker`` (by path, so models with external data or over 2 GB work), strict
+    shape inference, and an onnxruntime session load. Raises IntegrityError for an LFS pointer
+    or a file that is not a valid model, StagingError when onnxruntime cannot load it.
+    """
+    with open(path, "rb") as fh:
+        if is_lfs_pointer(fh.read(64)):
+            raise IntegrityError(f"{path.name} is a Git LFS pointer file, not an ONNX model")
+    import onnx
+    import onnxruntime
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except Exception as exc:  # onnx raises several unrelated exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise IntegrityError(f"{path.name} is not a valid ONNX model: {first}") from None
+    try:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StagingError(f"onnxruntime cannot load {path.name}: {first}") from None
+    initializers = {init.name for init in model.graph.initializer}
+    opset = max(
+        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0
+    )
+    return OnnxInfo(
+        inputs=[i.name for i in session.get_inputs()],
+        outputs=[o.name for o in session.get_outputs()],
+        io_ports={
+            "inputs": _ports(model.graph.input, initializers),
+            "outputs": _ports(model.graph.output, set()),
+        },
+        opset=int(opset),
+        ir_version=int(model.ir_version),
+        versions={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    )

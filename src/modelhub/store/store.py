@@ -1,0 +1,254 @@
+"""The Store: the only writer under the store root.
+
+Files arrive in ``.modelhub/tmp/`` (same filesystem), are verified, fsynced and renamed to their
+final name; a manifest is written last. A per-model lock (``fcntl.flock`` through ``filelock``,
+released by the kernel if the process dies, so no stale lock can block a later run) serialises
+pulls of one reference across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import settings
+from ..errors import IntegrityError, NotInStoreError, StoreConflictError
+from ..refs import ModelRef
+from . import layout
+from .files import atomic_write_bytes, fsync_dir, fsync_file, link_or_copy, sha256_file
+from .manifest import FileEntry, Manifest
+
+
+class Store:
+    """A model store rooted at ``root`` (default ``$MODELHUB_PATH`` or ``~/.modelhub``)."""
+
+    def __init__(self, root: Path | str | None = None, link_mode: str | None = None) -> None:
+        cfg = settings()
+        self.root = Path(root).expanduser().absolute() if root else cfg.store_root
+        self.link_mode = link_mode or cfg.link_mode
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # --- paths ---------------------------------------------------------------------------------
+    def abspath(self, rel: str) -> Path:
+        """Absolute path of a store-relative path, guarded against traversal."""
+        return layout.resolve_in_store(self.root, rel)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Folder for in-flight files (same filesystem as the store, so renames are atomic)."""
+        path = self.root / layout.TMP
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def tmp_path(self, ref: ModelRef, name: str) -> Path:
+        """A deterministic temporary path for ``name`` of ``ref`` (so a later run can resume)."""
+        folder = self.tmp_dir / layout.ref_key(ref)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / (layout.safe_filename(name) + ".part")
+
+    def cache_dir(self, *parts: str) -> Path:
+        """A folder under ``.modelhub/cache`` for hub metadata (e.g. the ONNX zoo manifest)."""
+        path = self.root / layout.CACHE
+        for part in parts:
+            path = path / layout.safe_filename(part)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- locks ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, ref: ModelRef, timeout: float = -1) -> Iterator[None]:
+        """Hold the per-model lock of ``ref`` (blocking; ``timeout`` seconds, -1 = forever)."""
+        from filelock import FileLock
+
+        path = self.root / layout.lock_path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path), timeout=timeout):
+            yield
+
+    # --- manifests -----------------------------------------------------------------------------
+    def manifest(self, ref: ModelRef) -> Manifest | None:
+        """The manifest of ``ref``, or None when it has not been pulled."""
+        path = self.root / layout.manifest_path(ref)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return Manifest.from_json(text)
+
+    def require(self, ref: ModelRef) -> Manifest:
+        """The manifest of ``ref``; raises NotInStoreError (exit 3) when absent."""
+        found = self.manifest(ref)
+        if found is None:
+            raise NotInStoreError(f"{ref} is not in the store at {self.root} (run: modelhub pull {ref})")
+        return found
+
+    def manifests(self) -> Iterator[tuple[Path, Manifest]]:
+        """Every readable manifest in the store (unreadable ones are skipped)."""
+        base = self.root / layout.MANIFESTS
+        if not base.is_dir():
+            return
+        for path in sorted(base.glob("*/*.json")):
+            try:
+                yield path, Manifest.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, IntegrityError):
+                continue
+
+    def write_manifest(self, manifest: Manifest, ref: ModelRef) -> Path:
+        """Write ``manifest`` atomically; it is the last thing a pull writes."""
+        target = self.root / layout.manifest_path(ref)
+        atomic_write_bytes(target, manifest.to_json().encode(), self.tmp_dir)
+        return target
+
+    def owners(self, rel: str, *, excluding: str | None = None) -> list[Manifest]:
+        """Manifests (other than the one whose ref is ``excluding``) that own ``rel``."""
+        found = []
+        for _, man in self.manifests():
+            if man.ref != excluding and rel in man.all_paths():
+                found.append(man)
+        return found
+
+    # --- publication ---------------------------------------------------------------------------
+    def _check_free(self, rel: str, ref: ModelRef, sha256: str) -> bool:
+        """Return True if ``rel`` already holds exactly this content (nothing to write).
+
+        Raises StoreConflictError when another reference owns ``rel`` with other content.
+        """
+        target = self.abspath(rel)
+        if not os.path.lexists(target):
+            return False
+        for owner in self.owners(rel, excluding=ref.canonical):
+            recorded = {e.path: e.sha256 for e in owner.files}
+            recorded.update({s.path: s.sha256 for s in owner.staged})
+            if recorded.get(rel) != sha256:
+                raise StoreConflictError(
+                    f"{rel} already belongs to {owner.ref} with other content; "
+                    f"not overwriting it for {ref}"
+                )
+            return target.is_file()
+        return False
+
+    def publish(self, tmp: Path, rel: str, ref: ModelRef, sha256: str, size: int) -> FileEntry:
+        """Move a verified temporary file to its final store path ``rel`` atomically.
+
+        The caller has verified ``sha256``/``size`` while writing ``tmp``. Returns the record.
+        """
+        try:
+            if self._check_free(rel, ref, sha256):
+                tmp.unlink(missing_ok=True)
+                return FileEntry(rel, sha256, size)
+            target = self.abspath(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fsync_file(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self._prune_tmp(tmp.parent)
+        fsync_dir(target.parent)
+        return FileEntry(rel, sha256, size)
+
+    def _prune_tmp(self, folder: Path) -> None:
+        """Remove an emptied per-model folder under ``.modelhub/tmp`` (best effort)."""
+        if folder.parent == self.root / layout.TMP:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def link_in(
+        self, src: Path, rel: str, ref: ModelRef, sha256: str | None = None, mode: str | None = None
+    ) -> tuple[FileEntry, str]:
+        """Enter ``src`` (a file outside the store, e.g. in an SDK cache) at ``rel`` by link mode.
+
+        ``src`` is never modified. Returns the record and the link mode used.
+        """
+        if sha256 is None:
+            sha256, size = sha256_file(src)
+        else:
+            size = src.stat().st_size
+        if self._check_free(rel, ref, sha256):
+            return FileEntry(rel, sha256, size), "existing"
+        target = self.abspath(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f".link.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            used = link_or_copy(src, tmp, mode or self.link_mode)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(target.parent)
+        return FileEntry(rel, sha256, size), used
+
+    def import_file(self, src: Path, rel: str, ref: ModelRef) -> FileEntry:
+        """Copy a local file into the store at ``rel``, hashing while copying."""
+        import hashlib
+
+        tmp = self.tmp_dir / f".import.{os.getpid()}.{os.urandom(4).hex()}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while block := fin.read(4 * 2**20):
+                    digest.update(block)
+                    fout.write(block)
+                    size += len(block)
+            return self.publish(tmp, rel, ref, digest.hexdigest(), size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # --- removal and verification --------------------------------------------------------------
+    def remove(self, ref: ModelRef) -> list[str]:
+        """Remove ``ref``: its manifest first, then the files no other manifest owns.
+
+        Returns the store-relative paths deleted.
+        """
+        manifest = self.require(ref)
+        (self.root / layout.manifest_path(ref)).unlink()
+        removed = []
+        for rel in manifest.all_paths():
+            if self.owners(rel):
+                continue
+            target = self.abspath(rel)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                target.unlink()
+            else:
+                continue
+            removed.append(rel)
+            self._prune_empty(target.parent)
+        return removed
+
+    def _prune_empty(self, folder: Path) -> None:
+        root = self.root.absolute()
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def verify(self, manifest: Manifest) -> list[str]:
+        """Re-hash every file of ``manifest``; return one line per problem (empty when intact)."""
+        problems = []
+        entries = [(f.path, f.sha256, f.size) for f in manifest.files]
+        entries += [(s.path, s.sha256, s.size) for s in manifest.staged]
+        seen = set()
+        for rel, sha, size in entries:
+            if rel in seen:
+                continue
+            seen.add(rel)
+            path = self.abspath(rel)
+            if not path.is_file():
+                problems.append(f"{rel}: missing")
+                continue
+            actual, actual_size = sha256_file(path)
+            if actual_size != size:
+                problems.append(f"{rel}: size {actual_size} != {size}")
+            elif actual != sha:
+                problems.append(f"{rel}: sha256 {actual[:12]}… != {sha[:12]}…")
+        return problems

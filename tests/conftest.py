@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated store per test, tiny ONNX models, an ONNX zoo on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
+
+_HUB_ENV = [
+    "MODELHUB_MIRROR", "MODELHUB_HF_URL", "MODELHUB_TFHUB_URL", "MODELHUB_KAGGLE_URL",
+    "MODELHUB_ONNX_URL", "MODELHUB_TORCH_URL", "MODELHUB_KERAS_URL", "MODELHUB_GITHUB_URL",
+    "MODELHUB_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "MODELHUB_LINK_MODE", "MODELHUB_DEBUG",
+    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELHUB_TRUSTED_REPOS",
+]
+
+
+@pytest.fixture(autouse=True)
+def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty store and a clean hub environment."""
+    for name in _HUB_ENV:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "store"
+    monkeypatch.setenv("MODELHUB_PATH", str(root))
+    monkeypatch.setenv("MODELHUB_QUIET", "1")
+    monkeypatch.setenv("MODELHUB_RETRIES", "3")
+    monkeypatch.setenv("MODELHUB_TIMEOUT", "10")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return root
+
+
+@dataclass
+class Zoo:
+    """An ONNX model zoo served on 127.0.0.1: the server and the models it lists."""
+
+    server: object
+    url: str
+    files: dict[str, bytes]
+
+    def sha(self, name: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.files[name]).hexdigest()
+
+
+@pytest.fixture
+def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
+    """A zoo with model 'tiny-mlp' at opsets 12 and 13 and 'other-mlp' at 13."""
+    from tests.support.httpserver import HTTPTestServer
+
+    built = {
+        "tiny-mlp-12.onnx": make_mlp(tmp_path / "zoo" / "tiny-mlp-12.onnx", seed=1, opset=12),
+        "tiny-mlp-13.onnx": make_mlp(tmp_path / "zoo" / "tiny-mlp-13.onnx", seed=2, opset=13),
+        "other-mlp-13.onnx": make_mlp(tmp_path / "zoo" / "other-mlp-13.onnx", seed=3, opset=13),
+    }
+    files = {name: p.read_bytes() for name, p in built.items()}
+    entries = [
+        zoo_entry("tiny-mlp", "validated/tiny/model/tiny-mlp-12.onnx", files["tiny-mlp-12.onnx"], 12),
+        zoo_entry("tiny-mlp", "validated/tiny/model/tiny-mlp-13.onnx", files["tiny-mlp-13.onnx"], 13),
+        zoo_entry("other-mlp", "validated/other/other-mlp-13.onnx", files["other-mlp-13.onnx"], 13),
+    ]
+    server = HTTPTestServer()
+    server.add("/ONNX_HUB_MANIFEST.json", zoo_manifest(entries))
+    for entry in entries:
+        name = entry["model_path"].rsplit("/", 1)[-1]
+        server.add("/" + entry["model_path"], files[name])
+    with server:
+        monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+        yield Zoo(server, server.url, files)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("MODELHUB_QUIET", "1")

@@ -12,10 +12,22 @@ import pytest
 from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
 
 _HUB_ENV = [
-    "MODELHUB_MIRROR", "MODELHUB_HF_URL", "MODELHUB_TFHUB_URL", "MODELHUB_KAGGLE_URL",
-    "MODELHUB_ONNX_URL", "MODELHUB_TORCH_URL", "MODELHUB_KERAS_URL", "MODELHUB_GITHUB_URL",
-    "MODELHUB_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "MODELHUB_LINK_MODE", "MODELHUB_DEBUG",
-    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELHUB_TRUSTED_REPOS",
+    "MODELHUB_MIRROR",
+    "MODELHUB_HF_URL",
+    "MODELHUB_TFHUB_URL",
+    "MODELHUB_KAGGLE_URL",
+    "MODELHUB_ONNX_URL",
+    "MODELHUB_TORCH_URL",
+    "MODELHUB_KERAS_URL",
+    "MODELHUB_GITHUB_URL",
+    "MODELHUB_OFFLINE",
+    "HF_HUB_OFFLINE",
+    "HF_ENDPOINT",
+    "MODELHUB_LINK_MODE",
+    "MODELHUB_DEBUG",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "MODELHUB_TRUSTED_REPOS",
 ]
 
 
@@ -59,8 +71,12 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
     }
     files = {name: p.read_bytes() for name, p in built.items()}
     entries = [
-        zoo_entry("tiny-mlp", "validated/tiny/model/tiny-mlp-12.onnx", files["tiny-mlp-12.onnx"], 12),
-        zoo_entry("tiny-mlp", "validated/tiny/model/tiny-mlp-13.onnx", files["tiny-mlp-13.onnx"], 13),
+        zoo_entry(
+            "tiny-mlp", "validated/tiny/model/tiny-mlp-12.onnx", files["tiny-mlp-12.onnx"], 12
+        ),
+        zoo_entry(
+            "tiny-mlp", "validated/tiny/model/tiny-mlp-13.onnx", files["tiny-mlp-13.onnx"], 13
+        ),
         zoo_entry("other-mlp", "validated/other/other-mlp-13.onnx", files["other-mlp-13.onnx"], 13),
     ]
     server = HTTPTestServer()

@@ -48,7 +48,10 @@ from modelhub.store import layout
         ),
         ("keras:ResNet50", ModelRef("keras", "ResNet50")),
         ("keras:MobileNetV2/notop", ModelRef("keras", "MobileNetV2", variant="notop")),
-        ("url:https://example.com/m/model.onnx", ModelRef("url", "https://example.com/m/model.onnx")),
+        (
+            "url:https://example.com/m/model.onnx",
+            ModelRef("url", "https://example.com/m/model.onnx"),
+        ),
         ("https://example.com/m/model.onnx", ModelRef("url", "https://example.com/m/model.onnx")),
         ("url:https://example.com/a.onnx#frag", ModelRef("url", "https://example.com/a.onnx")),
         ("ONNX:mnist", ModelRef("onnx", "mnist")),
@@ -120,11 +123,22 @@ def test_url_basename_decodes() -> None:
 
 
 ALPHABET = st.sampled_from(
-    list("abcXYZ019_-.@:/\\%~ ") + ["..", "%2e", "%2f", "\x00", "\n", "\u202e", "é", "//"]
+    [*list("abcXYZ019_-.@:/\\%~ "), "..", "%2e", "%2f", "\x00", "\n", "\u202e", "é", "//"]
 )
 HUB_PREFIXES = st.sampled_from(
-    ["hf:", "tfhub:", "kaggle:", "onnx:", "torch:", "keras:", "url:https://h.example/",
-     "https://huggingface.co/", "https://tfhub.dev/", "https://www.kaggle.com/models/", ""]
+    [
+        "hf:",
+        "tfhub:",
+        "kaggle:",
+        "onnx:",
+        "torch:",
+        "keras:",
+        "url:https://h.example/",
+        "https://huggingface.co/",
+        "https://tfhub.dev/",
+        "https://www.kaggle.com/models/",
+        "",
+    ]
 )
 
 
@@ -189,8 +203,14 @@ def test_structured_references_stay_in_store(prefix: str, segments, rev) -> None
 def test_structured_strategy_accepts_many() -> None:
     """Guard against a property test that only ever sees rejected input."""
     accepted = 0
-    for text in ["onnx:a.b", "hf:a/b@c", "tfhub:a/b/c", "keras:X/notop", "torch:a/b:c/d",
-                 "url:https://h.example/x.onnx"]:
+    for text in [
+        "onnx:a.b",
+        "hf:a/b@c",
+        "tfhub:a/b/c",
+        "keras:X/notop",
+        "torch:a/b:c/d",
+        "url:https://h.example/x.onnx",
+    ]:
         ref = parse(text)
         accepted += all(
             Path("/r") in layout.resolve_in_store(Path("/r"), p).parents

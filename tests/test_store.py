@@ -17,9 +17,18 @@ from modelhub.store.manifest import utc_now
 
 def _manifest(ref: str, files: list[FileEntry]) -> Manifest:
     r = parse(ref)
-    return Manifest(ref=r.canonical, hub=r.hub, framework=layout.framework_for(r),
-                    revision="r1", source=["http://x"], storage="uncompressed", sdk_cache=None,
-                    files=files, staged=[], created=utc_now())
+    return Manifest(
+        ref=r.canonical,
+        hub=r.hub,
+        framework=layout.framework_for(r),
+        revision="r1",
+        source=["http://x"],
+        storage="uncompressed",
+        sdk_cache=None,
+        files=files,
+        staged=[],
+        created=utc_now(),
+    )
 
 
 def _put(store: Store, ref: str, rel: str, data: bytes) -> FileEntry:
@@ -38,11 +47,17 @@ def test_default_root_and_env(store_root: Path, monkeypatch) -> None:
 
 
 def test_layout_contract() -> None:
-    assert layout.file_path(parse("onnx:resnet50-v1-12"), "resnet50-v1-12.onnx") == \
-        "onnx/resnet50-v1-12.onnx"
-    assert layout.file_path(parse("torch:resnet18"), "resnet18-f37072fd.pth") == \
-        "pytorch/resnet18-f37072fd.pth"
-    assert layout.staged_path(parse("torch:resnet18"), "resnet18", "onnx") == "pytorch/resnet18.onnx"
+    assert (
+        layout.file_path(parse("onnx:resnet50-v1-12"), "resnet50-v1-12.onnx")
+        == "onnx/resnet50-v1-12.onnx"
+    )
+    assert (
+        layout.file_path(parse("torch:resnet18"), "resnet18-f37072fd.pth")
+        == "pytorch/resnet18-f37072fd.pth"
+    )
+    assert (
+        layout.staged_path(parse("torch:resnet18"), "resnet18", "onnx") == "pytorch/resnet18.onnx"
+    )
     assert layout.staged_path(parse("keras:ResNet50"), "resnet50", "h5") == "keras/resnet50.h5"
     assert layout.model_dir(parse("hf:org/name")) == "huggingface/org/name"
     assert layout.model_dir(parse("url:https://h/x/model.onnx")) == "onnx"
@@ -69,7 +84,7 @@ def test_publish_is_atomic_and_conflicts_are_refused(store_root: Path) -> None:
     _put(store, "url:https://a.example/model.onnx", "onnx/model.onnx", b"A" * 10)
     assert (store_root / "onnx/model.onnx").read_bytes() == b"A" * 10
     # Same path, other content, other reference: refused, original intact.
-    with pytest.raises(StoreConflictError, match="already belongs to url:https://a.example"):
+    with pytest.raises(StoreConflictError, match=r"already belongs to url:https://a\.example"):
         _put(store, "url:https://b.example/model.onnx", "onnx/model.onnx", b"B" * 10)
     assert (store_root / "onnx/model.onnx").read_bytes() == b"A" * 10
     # Same content from another reference: shared, not duplicated.

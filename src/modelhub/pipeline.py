@@ -130,14 +130,15 @@ def pull(
         if found is not None and not force:
             if _satisfied(found, fmt, storage, sha256):
                 return Model(mref, found, st)
-            if (found.storage == storage and _satisfied(found, "none", storage, sha256)
-                    and _files_present(st, found)):
+            if (
+                found.storage == storage
+                and _satisfied(found, "none", storage, sha256)
+                and _files_present(st, found)
+            ):
                 return _restage(hub, mref, found, request, st)
-        if hub.name == "url":
-            plan = hub.resolve(mref, offline=offline, sha256=sha256)  # type: ignore[call-arg]
-        else:
-            plan = hub.resolve(mref, offline=offline)
-        files = hub.fetch(plan, progress=progress)
+        fetch_options = {**(options or {}), "sha256": sha256}
+        plan = hub.resolve(mref, offline=offline, options=fetch_options)
+        files = hub.fetch(plan, progress=progress, offline=offline)
         manifest = Manifest(
             ref=mref.canonical,
             hub=mref.hub,
@@ -154,8 +155,9 @@ def pull(
         return _restage(hub, mref, manifest, request, st)
 
 
-def _restage(hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest,
-             store: Store) -> Model:
+def _restage(
+    hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest, store: Store
+) -> Model:
     staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
     keep = [s for s in manifest.staged if s.format != request.fmt]
     manifest = dataclasses.replace(manifest, staged=staged + keep)
@@ -163,8 +165,13 @@ def _restage(hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageReq
     return Model(ref, manifest, store)
 
 
-def stage_existing(ref: str | ModelRef, stage: str = "auto", *, store: Store | None = None,
-                   options: dict[str, Any] | None = None) -> Model:
+def stage_existing(
+    ref: str | ModelRef,
+    stage: str = "auto",
+    *,
+    store: Store | None = None,
+    options: dict[str, Any] | None = None,
+) -> Model:
     """Stage a model already in the store (no download). Raises NotInStoreError when absent."""
     mref = as_ref(ref)
     st = store if store is not None else Store()

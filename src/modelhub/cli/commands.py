@@ -48,9 +48,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     refs: list[str] = list(args.refs)
 
     def one(ref: str) -> Model:
-        return pull(ref, stage=args.stage, storage=args.storage, revision=args.revision,
-                    offline=True if args.offline else None, force=args.force,
-                    sha256=args.sha256, store=store)
+        return pull(
+            ref,
+            stage=args.stage,
+            storage=args.storage,
+            revision=args.revision,
+            offline=True if args.offline else None,
+            force=args.force,
+            sha256=args.sha256,
+            store=store,
+        )
 
     jobs = args.jobs if args.jobs > 0 else min(4, len(refs))
     results: list[Model | BaseException] = []
@@ -70,7 +77,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                     results.append(exc)
     code = EXIT_OK
     docs = []
-    for ref, result in zip(refs, results, strict=True):
+    for result in results:
         if isinstance(result, BaseException):
             failure = report(result)
             code = code or failure
@@ -82,8 +89,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps(docs, indent=2, sort_keys=True))
     if code and len(refs) > 1:
-        _err(f"modelhub: {sum(isinstance(r, BaseException) for r in results)} of {len(refs)} "
-             "models failed")
+        _err(
+            f"modelhub: {sum(isinstance(r, BaseException) for r in results)} of {len(refs)} "
+            "models failed"
+        )
     return code
 
 
@@ -120,8 +129,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append("staged:")
         for s in manifest.staged:
             parity = "-" if not s.parity else f"{s.parity.get('max_abs_diff')}"
-            lines.append(f"  {s.path}  [{s.format}]  inputs={','.join(s.inputs)}  "
-                         f"outputs={','.join(s.outputs)}  parity={parity}")
+            lines.append(
+                f"  {s.path}  [{s.format}]  inputs={','.join(s.inputs)}  "
+                f"outputs={','.join(s.outputs)}  parity={parity}"
+            )
     _out("\n".join(lines))
     return EXIT_OK
 

@@ -19,9 +19,12 @@ PROG = "modelhub"
 def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pull", help="download (and stage) models into the store")
     p.add_argument("refs", nargs="+", metavar="REF", help="model references, e.g. onnx:mnist")
-    p.add_argument("--stage", default="auto",
-                   choices=["auto", "none", "onnx", "pb", "h5", "keras", "savedmodel"],
-                   help="import-ready form to produce (default: the hub's own default)")
+    p.add_argument(
+        "--stage",
+        default="auto",
+        choices=["auto", "none", "onnx", "pb", "h5", "keras", "savedmodel"],
+        help="import-ready form to produce (default: the hub's own default)",
+    )
     p.add_argument("--storage", default="uncompressed", choices=["compressed", "uncompressed"])
     p.add_argument("--revision", help="branch, tag, commit, opset or weights to pull")
     p.add_argument("--sha256", help="expected sha256 of a url: file")

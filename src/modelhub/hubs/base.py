@@ -18,12 +18,19 @@ from __future__ import annotations
 import enum
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import settings
-from ..errors import HashMismatchError, LFSPointerError, SizeMismatchError, UnsupportedError
+from ..errors import (
+    HashMismatchError,
+    LFSPointerError,
+    OfflineError,
+    SizeMismatchError,
+    UnsupportedError,
+)
 from ..refs import ModelRef, parse
 from ..store import FileEntry, Manifest, StagedEntry, Store
 from ..store.files import sha256_file
@@ -94,21 +101,29 @@ class ModelHub(ABC):
 
     # --- the three steps -----------------------------------------------------------------------
     @abstractmethod
-    def resolve(self, ref: ModelRef, *, offline: bool = False) -> Plan:
+    def resolve(
+        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Plan:
         """Resolve ``ref`` to an immutable revision and its remote files (metadata only).
+
+        ``options`` carries per-pull settings (``sha256``, ``include``, ``exclude``, ...); a hub
+        ignores those it has no use for.
 
         Raises ModelNotFoundError (exit 3) for unknown models, OfflineError (exit 6) when the
         metadata is needed and ``offline`` is set.
         """
 
-    def fetch(self, plan: Plan, *, progress: bool | None = None) -> list[FileEntry]:
+    def fetch(
+        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+    ) -> list[FileEntry]:
         """Enter every file of ``plan`` into the store; return their records.
 
         The default downloads through ``transfer`` into the store's temporary folder, checks
         size, sha256 and that no Git LFS pointer came instead of the content, then publishes.
-        A file already at its final path with the expected sha256 is kept (no download).
+        A file already at its final path with the expected sha256 is kept (no download); with
+        ``offline`` any other file raises OfflineError (exit 6) before a connection is made.
         """
-        return [self._fetch_one(plan.ref, rf, progress) for rf in plan.files]
+        return [self._fetch_one(plan.ref, rf, progress, offline) for rf in plan.files]
 
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """Produce staged artifacts for ``manifest`` in ``request.fmt``.
@@ -117,17 +132,24 @@ class ModelHub(ABC):
         """
         if request.fmt == "none":
             return []
-        raise UnsupportedError(f"{self.name}: cannot stage to {request.fmt!r} (supported: "
-                               f"{', '.join(self.stages)})")
+        raise UnsupportedError(
+            f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
+        )
 
     # --- helpers for subclasses ----------------------------------------------------------------
-    def _fetch_one(self, ref: ModelRef, rf: RemoteFile, progress: bool | None) -> FileEntry:
+    def _fetch_one(
+        self, ref: ModelRef, rf: RemoteFile, progress: bool | None, offline: bool
+    ) -> FileEntry:
         store = self.store
         target = store.abspath(rf.rel)
         if rf.sha256 and target.is_file() and not target.is_symlink():
             sha, size = sha256_file(target)
             if sha == rf.sha256:
                 return FileEntry(rf.rel, sha, size)
+        if offline:
+            raise OfflineError(
+                f"offline: {ref} needs {Path(rf.rel).name}, which is not in the store"
+            )
         from .. import transfer
 
         part = store.tmp_path(ref, Path(rf.rel).name)
@@ -185,5 +207,6 @@ class ModelHub(ABC):
             if manifest.hub == self.name and rel in manifest.all_paths():
                 staged = stage_existing(parse(manifest.ref), self.default_stage, store=self.store)
                 return staged.path
-        raise UnsupportedError(f"{model} is not an original file of a {self.name}: model in "
-                               f"{self.store.root}")
+        raise UnsupportedError(
+            f"{model} is not an original file of a {self.name}: model in {self.store.root}"
+        )

@@ -16,6 +16,7 @@ import hashlib
 import json
 import posixpath
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,7 @@ from .. import transfer
 from ..config import UPSTREAM_URLS
 from ..errors import IntegrityError, InvalidReferenceError, ModelNotFoundError, OfflineError
 from ..refs import ModelRef
-from ..store import Manifest, StagedEntry
-from ..store import layout
+from ..store import Manifest, StagedEntry, layout
 from ..store.files import atomic_write_bytes
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
@@ -85,7 +85,8 @@ def select(entries: list[dict[str, Any]], name: str, opset: int | None) -> dict[
     by_model = [e for e in entries if e["model"].lower() == wanted]
     if not by_model:
         by_model = [
-            e for e in entries
+            e
+            for e in entries
             if posixpath.basename(e["model_path"]).removesuffix(".onnx").lower() == wanted
         ]
     if opset is not None:
@@ -126,7 +127,9 @@ class OnnxZooHub(ModelHub):
         return f"{base}/{urllib.parse.quote(model_path)}"
 
     # --- the three steps -----------------------------------------------------------------------
-    def resolve(self, ref: ModelRef, *, offline: bool = False) -> Plan:
+    def resolve(
+        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Plan:
         """Find ``ref`` in the zoo manifest (cached copy first, one refresh if not found)."""
         opset = int(ref.revision) if ref.revision else None
         cached = self._cache_file().is_file()
@@ -140,15 +143,20 @@ class OnnxZooHub(ModelHub):
             close = difflib.get_close_matches(ref.name, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             at = f" at opset {opset}" if opset is not None else ""
-            raise ModelNotFoundError(f"no model {ref.name!r}{at} in the ONNX zoo at {self.hub_url}{hint}")
+            raise ModelNotFoundError(
+                f"no model {ref.name!r}{at} in the ONNX zoo at {self.hub_url}{hint}"
+            )
         meta = entry["metadata"]
         filename = posixpath.basename(entry["model_path"])
         url = self._file_url(entry["model_path"])
         return Plan(
             ref=ref,
             revision=meta["model_sha"],
-            files=[RemoteFile(url, layout.file_path(ref, filename), meta["model_sha"],
-                              meta.get("model_bytes"))],
+            files=[
+                RemoteFile(
+                    url, layout.file_path(ref, filename), meta["model_sha"], meta.get("model_bytes")
+                )
+            ],
             source=[url],
             details={
                 "model": entry["model"],
@@ -163,8 +171,11 @@ class OnnxZooHub(ModelHub):
         """``onnx``: validate the model in place (checker, shape inference, onnxruntime)."""
         if request.fmt != "onnx":
             return super().stage(ref, manifest, request)
-        return [validate_entry(self.store.abspath(f.path), f.path, f.sha256, f.size)
-                for f in manifest.files if f.path.endswith(".onnx")]
+        return [
+            validate_entry(self.store.abspath(f.path), f.path, f.sha256, f.size)
+            for f in manifest.files
+            if f.path.endswith(".onnx")
+        ]
 
 
 def validate_entry(path: Path, rel: str, sha256: str, size: int) -> StagedEntry:
@@ -173,7 +184,14 @@ def validate_entry(path: Path, rel: str, sha256: str, size: int) -> StagedEntry:
 
     info = validate_onnx(path)
     return StagedEntry(
-        path=rel, format="onnx", sha256=sha256, size=size, converter=CONVERTER,
-        versions=info.versions, inputs=info.inputs, outputs=info.outputs, parity=None,
+        path=rel,
+        format="onnx",
+        sha256=sha256,
+        size=size,
+        converter=CONVERTER,
+        versions=info.versions,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        parity=None,
         details={"opset": info.opset, "ir_version": info.ir_version, "io_ports": info.io_ports},
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..refs import ModelRef, url_basename
-from ..store import Manifest, StagedEntry
-from ..store import layout
+from ..store import Manifest, StagedEntry, layout
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 
@@ -21,11 +23,15 @@ class UrlHub(ModelHub):
         """Plain URLs have no base: each reference is its own address."""
         return ""
 
-    def resolve(self, ref: ModelRef, *, offline: bool = False, sha256: str | None = None) -> Plan:
-        """The file itself; its revision is its sha256, known once fetched (or pinned)."""
+    def resolve(
+        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """The file itself; its revision is its sha256, known once fetched (or ``sha256``)."""
+        sha256 = (options or {}).get("sha256")
         rel = layout.file_path(ref, url_basename(ref.name))
-        return Plan(ref=ref, revision=sha256, files=[RemoteFile(ref.name, rel, sha256)],
-                    source=[ref.name])
+        return Plan(
+            ref=ref, revision=sha256, files=[RemoteFile(ref.name, rel, sha256)], source=[ref.name]
+        )
 
     @staticmethod
     def auto_stage(ref: ModelRef) -> str:

@@ -105,8 +105,14 @@ def link_or_copy(src: Path, dst: Path, mode: str) -> str:
             return how
         except OSError as exc:
             if how == order[-1] or exc.errno not in (
-                errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL,
-                errno.EMLINK, errno.EACCES, errno.ENOSYS,
+                errno.EXDEV,
+                errno.EPERM,
+                errno.EOPNOTSUPP,
+                errno.ENOTTY,
+                errno.EINVAL,
+                errno.EMLINK,
+                errno.EACCES,
+                errno.ENOSYS,
             ):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -84,7 +84,9 @@ class Store:
         """The manifest of ``ref``; raises NotInStoreError (exit 3) when absent."""
         found = self.manifest(ref)
         if found is None:
-            raise NotInStoreError(f"{ref} is not in the store at {self.root} (run: modelhub pull {ref})")
+            raise NotInStoreError(
+                f"{ref} is not in the store at {self.root} (run: modelhub pull {ref})"
+            )
         return found
 
     def manifests(self) -> Iterator[tuple[Path, Manifest]]:

@@ -136,7 +136,7 @@ def pull(
                 and _files_present(st, found)
             ):
                 return _restage(hub, mref, found, request, st)
-        fetch_options = {**(options or {}), "sha256": sha256}
+        fetch_options = {**(options or {}), "sha256": sha256, "force": force}
         plan = hub.resolve(mref, offline=offline, options=fetch_options)
         files = hub.fetch(plan, progress=progress, offline=offline)
         manifest = Manifest(

@@ -40,6 +40,17 @@ def _manifest_doc(store: Store, manifest: Manifest) -> dict[str, Any]:
     return doc
 
 
+def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.include:
+        options["include"] = list(args.include)
+    if args.exclude:
+        options["exclude"] = list(args.exclude)
+    if args.task:
+        options["task"] = args.task
+    return options
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     """``modelhub pull REF...``: print each primary path (or the manifests with --json)."""
     from ..pipeline import Model, pull
@@ -57,6 +68,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             force=args.force,
             sha256=args.sha256,
             store=store,
+            options=_pull_options(args),
         )
 
     jobs = args.jobs if args.jobs > 0 else min(4, len(refs))

@@ -32,6 +32,21 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.add_argument("--jobs", "-j", type=int, default=0, help="models pulled in parallel")
     p.add_argument("--json", action="store_true", help="print manifests as JSON")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only repository files matching GLOB (repeatable; hf:)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip repository files matching GLOB (repeatable; hf:)",
+    )
+    p.add_argument("--task", help="model head to export with --stage onnx (hf:)")
 
 
 def build_parser() -> argparse.ArgumentParser:

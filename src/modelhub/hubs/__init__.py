@@ -13,10 +13,10 @@ from .base import ModelHub, Plan, RemoteFile, StageRequest, StorageType
 _REGISTRY: dict[str, str] = {
     "onnx": "modelhub.hubs.onnx_zoo:OnnxZooHub",
     "url": "modelhub.hubs.url:UrlHub",
+    "hf": "modelhub.hubs.hf:HuggingFaceHub",
 }
 
 _PLANNED = {
-    "hf": "Hugging Face",
     "tfhub": "TensorFlow Hub",
     "kaggle": "Kaggle Models",
     "torch": "PyTorch",

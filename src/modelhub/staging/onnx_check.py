@@ -45,7 +45,13 @@ def _ports(values: Any, initializers: set[str]) -> list[dict[str, Any]]:
             for d in tensor.shape.dim
         ]
         elem = onnx.helper.tensor_dtype_to_string(tensor.elem_type) if tensor.elem_type else ""
-        ports.append({"name": value.name, "shape": shape, "type": f"tensor({elem.replace('TensorProto.', '').lower()})"})
+        ports.append(
+            {
+                "name": value.name,
+                "shape": shape,
+                "type": f"tensor({elem.replace('TensorProto.', '').lower()})",
+            }
+        )
     return ports
 
 
@@ -79,9 +85,7 @@ def validate_onnx(path: Path) -> OnnxInfo:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"onnxruntime cannot load {path.name}: {first}") from None
     initializers = {init.name for init in model.graph.initializer}
-    opset = max(
-        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0
-    )
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return OnnxInfo(
         inputs=[i.name for i in session.get_inputs()],
         outputs=[o.name for o in session.get_outputs()],

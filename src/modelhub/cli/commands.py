@@ -48,6 +48,10 @@ def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
         options["exclude"] = list(args.exclude)
     if args.task:
         options["task"] = args.task
+    if args.input_shape:
+        options["input_shape"] = args.input_shape
+    if args.trust:
+        options["trust"] = True
     return options
 
 

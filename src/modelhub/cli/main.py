@@ -47,6 +47,10 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="skip repository files matching GLOB (repeatable; hf:)",
     )
     p.add_argument("--task", help="model head to export with --stage onnx (hf:)")
+    p.add_argument("--input-shape", metavar="N,C,H,W", help="example input shape for export")
+    p.add_argument(
+        "--trust", action="store_true", help="allow running a torch.hub repository's hubconf.py"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

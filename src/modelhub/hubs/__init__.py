@@ -14,12 +14,12 @@ _REGISTRY: dict[str, str] = {
     "onnx": "modelhub.hubs.onnx_zoo:OnnxZooHub",
     "url": "modelhub.hubs.url:UrlHub",
     "hf": "modelhub.hubs.hf:HuggingFaceHub",
+    "torch": "modelhub.hubs.torch_hub:TorchHub",
 }
 
 _PLANNED = {
     "tfhub": "TensorFlow Hub",
     "kaggle": "Kaggle Models",
-    "torch": "PyTorch",
     "keras": "Keras Applications",
 }
 

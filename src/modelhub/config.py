@@ -98,9 +98,7 @@ def settings() -> Settings:
     trusted = frozenset(
         r.strip() for r in os.environ.get("MODELHUB_TRUSTED_REPOS", "").split(",") if r.strip()
     )
-    token = (
-        os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-    )
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
     return Settings(
         store_root=root.absolute(),
         link_mode=link_mode,

@@ -113,9 +113,10 @@ def test_url_pull_of_other_files_is_stored_unstaged(tmp_path: Path, store_root: 
         proc = run("pull", f"url:{server.url}/w/weights.safetensors")
         assert proc.returncode == 0, proc.stderr
         assert Path(proc.stdout.strip()) == store_root / "pytorch" / "weights.safetensors"
+        assert "modelhub: note:" in proc.stderr and "stored as they are" in proc.stderr
         proc = run("pull", f"url:{server.url}/w/weights.safetensors", "--stage", "onnx")
         assert proc.returncode == 2
-        assert "cannot stage" in proc.stderr
+        assert "staging needs torch:NAME or a TorchScript file" in proc.stderr
 
 
 def test_cache_hit_imports_no_framework_and_makes_no_request(zoo, store_root: Path) -> None:

@@ -137,3 +137,81 @@ def test_missing_prefix_is_an_integrity_error() -> None:
     for bad in ("resnet18.pth", "resnet18-abc.pth", "model-XYZ12345.pth"):
         with pytest.raises(IntegrityError):
             hash_prefix(bad)
+
+
+HUBCONF = '''
+import torch
+from torch import nn
+
+dependencies = ["torch"]
+
+
+def tiny(pretrained=False, **kwargs):
+    """A small conv net with seeded weights."""
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5))
+'''
+
+
+def _zipball(tmp_path: Path, hubconf: str) -> bytes:
+    import zipfile
+
+    path = tmp_path / "repo.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("someone-tinyrepo-abc1234/hubconf.py", hubconf)
+        zf.writestr("someone-tinyrepo-abc1234/README.md", "tiny")
+    return path.read_bytes()
+
+
+def test_trusted_hub_repo_pulls_stages_and_reuses(tmp_path: Path, torch_home: Path,
+                                                  store_root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _zipball(tmp_path, HUBCONF)
+    with HTTPTestServer({"/someone/tinyrepo/zipball/main": data}) as server:
+        monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
+        monkeypatch.setenv("MODELHUB_TRUSTED_REPOS", "other/repo, someone/tinyrepo")
+        model = modelhub.pull("torch:someone/tinyrepo/tiny", options={"input_shape": "1,3,16,16"})
+    repo_dir = torch_home / "hub" / "someone_tinyrepo_main"
+    assert (repo_dir / "hubconf.py").read_text() == HUBCONF
+    assert model.manifest.sdk_cache == str(repo_dir)
+    assert model.manifest.files[0].path == "pytorch/hub/someone/tinyrepo/tiny/tinyrepo-main.zip"
+    staged = model.manifest.staged[0]
+    assert model.path == store_root / "pytorch/hub/someone/tinyrepo/tiny.onnx"
+    assert staged.parity["max_abs_diff"] <= 1e-4
+    assert staged.details["input_shape"] == [1, 3, 16, 16]
+    # torch.hub itself reuses the extracted repository with no network.
+    net = torch.hub.load(str(repo_dir), "tiny", source="local")
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 5)
+
+
+def test_untrusted_hub_repo_makes_no_request_and_runs_nothing(
+    tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "hubconf-ran"
+    evil = f"open({str(marker)!r}, 'w').write('ran')\n" + HUBCONF
+    with HTTPTestServer({"/someone/tinyrepo/zipball/main": _zipball(tmp_path, evil)}) as server:
+        monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
+        with pytest.raises(UntrustedCodeError):
+            modelhub.pull("torch:someone/tinyrepo/tiny")
+        assert server.requests == []
+    assert not marker.exists()
+    assert not (torch_home / "hub" / "someone_tinyrepo_main").exists()
+
+
+def test_hostile_zipball_is_refused(tmp_path: Path, torch_home: Path, store_root: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    from modelhub.errors import ArchiveError
+
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("top/hubconf.py", HUBCONF)
+        zf.writestr("top/../../escaped.py", "x = 1")
+    with HTTPTestServer({"/someone/tinyrepo/zipball/main": path.read_bytes()}) as server:
+        monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
+        with pytest.raises(ArchiveError, match="outside"):
+            modelhub.pull("torch:someone/tinyrepo/tiny", options={"trust": True})
+    assert not list(tmp_path.rglob("escaped.py"))
+    assert not (torch_home / "hub" / "someone_tinyrepo_main").exists()

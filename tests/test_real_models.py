@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import modelhub
 from tests.support.onnx_models import zoo_manifest
 
-REPO = Path(__file__).resolve().parents[1]
 SILERO = [
     "silero_vad.onnx",
     "silero_vad_16k_op15.onnx",
     "silero_vad_half.onnx",
     "silero_vad_op18_ifless.onnx",
 ]
-
-
-@pytest.fixture(scope="session")
-def real_models() -> dict[str, Path]:
-    """name → path of the real model files, fetched (sha256-pinned) by scripts/fetch_models.py."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "fetch_models.py"), "--list"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return {name: Path(p) for name, p in json.loads(proc.stdout).items()}
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ def test_kill_9_mid_download_then_resume(tmp_path: Path, store_root: Path) -> No
         ref = f"url:{server.url}/m/weights.pth"
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelhub", "pull", ref, "--sha256", sha],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "MODELHUB_CONNECTIONS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "MODELHUB_CONNECTIONS": "1"},
         )
         tmp_root = store_root / ".modelhub" / "tmp"
         deadline = time.monotonic() + 60
@@ -44,8 +46,12 @@ def test_kill_9_mid_download_then_resume(tmp_path: Path, store_root: Path) -> No
         kept = parts[0].stat().st_size
         sent_before = server.bytes_sent
 
-        again = subprocess.run([sys.executable, "-m", "modelhub", "pull", ref, "--sha256", sha],
-                               capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            [sys.executable, "-m", "modelhub", "pull", ref, "--sha256", sha],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0, again.stderr
         assert final.read_bytes() == data
         ranged = [r for r in server.requests if r.headers.get("range", "").startswith("bytes=")]

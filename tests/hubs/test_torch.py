@@ -40,12 +40,15 @@ def weights_server(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize(
     ("ref", "filename"),
-    [("torch:resnet18@IMAGENET1K_V1", "resnet18-f37072fd.pth"),
-     ("torch:resnet18", "resnet18-f37072fd.pth"),
-     ("torch:mobilenet_v3_small", "mobilenet_v3_small-047dcff4.pth")],
+    [
+        ("torch:resnet18@IMAGENET1K_V1", "resnet18-f37072fd.pth"),
+        ("torch:resnet18", "resnet18-f37072fd.pth"),
+        ("torch:mobilenet_v3_small", "mobilenet_v3_small-047dcff4.pth"),
+    ],
 )
-def test_real_torchvision_names_resolve(ref: str, filename: str, torch_home: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_torchvision_names_resolve(
+    ref: str, filename: str, torch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELHUB_TORCH_URL", "http://mirror.invalid/torch")
     hub = TorchHub()
     plan = hub.resolve(modelhub.parse(ref))
@@ -57,8 +60,9 @@ def test_real_torchvision_names_resolve(ref: str, filename: str, torch_home: Pat
     assert plan.details["input_shape"] == [1, 3, 224, 224]
 
 
-def test_pull_verifies_fills_cache_and_stages(weights_server, torch_home: Path,
-                                              store_root: Path) -> None:
+def test_pull_verifies_fills_cache_and_stages(
+    weights_server, torch_home: Path, store_root: Path
+) -> None:
     server, tiny = weights_server
     model = modelhub.pull(f"torch:{NAME}")
     cached = torch_home / "hub" / "checkpoints" / tiny.filename
@@ -83,8 +87,9 @@ def test_pull_verifies_fills_cache_and_stages(weights_server, torch_home: Path,
     assert all(torch.equal(net.state_dict()[k], v) for k, v in expected.items())
 
 
-def test_cache_reuse_makes_no_request(weights_server, torch_home: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_reuse_makes_no_request(
+    weights_server, torch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server, tiny = weights_server
     modelhub.pull(f"torch:{NAME}", stage="none")
     assert len(server.requests) == 1
@@ -92,12 +97,15 @@ def test_cache_reuse_makes_no_request(weights_server, torch_home: Path, tmp_path
     again = modelhub.pull(f"torch:{NAME}", stage="none")
     assert len(server.requests) == 1, "a file in torch's cache needs no network"
     assert again.manifest.details["cache_hit"] is True
-    assert os.stat(again.original).st_ino == os.stat(
-        torch_home / "hub" / "checkpoints" / tiny.filename).st_ino
+    assert (
+        os.stat(again.original).st_ino
+        == os.stat(torch_home / "hub" / "checkpoints" / tiny.filename).st_ino
+    )
 
 
-def test_wrong_content_under_real_name_is_rejected(torch_home: Path, store_root: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_content_under_real_name_is_rejected(
+    torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tiny = register()
     other = bytearray(tiny.data)
     other[len(other) // 2] ^= 0xFF  # same name and size, other content
@@ -111,8 +119,9 @@ def test_wrong_content_under_real_name_is_rejected(torch_home: Path, store_root:
     assert modelhub.Store().manifest(modelhub.parse(f"torch:{NAME}")) is None
 
 
-def test_pickle_with_code_is_refused(torch_home: Path, store_root: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pickle_with_code_is_refused(
+    torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = store_root.parent / "pwned-by-pickle"
     evil = register_evil(str(marker))
     with HTTPTestServer({f"/models/{evil.filename}": evil.data}) as server:
@@ -164,9 +173,9 @@ def _zipball(tmp_path: Path, hubconf: str) -> bytes:
     return path.read_bytes()
 
 
-def test_trusted_hub_repo_pulls_stages_and_reuses(tmp_path: Path, torch_home: Path,
-                                                  store_root: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trusted_hub_repo_pulls_stages_and_reuses(
+    tmp_path: Path, torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = _zipball(tmp_path, HUBCONF)
     with HTTPTestServer({"/someone/tinyrepo/zipball/main": data}) as server:
         monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
@@ -199,8 +208,9 @@ def test_untrusted_hub_repo_makes_no_request_and_runs_nothing(
     assert not (torch_home / "hub" / "someone_tinyrepo_main").exists()
 
 
-def test_hostile_zipball_is_refused(tmp_path: Path, torch_home: Path, store_root: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_zipball_is_refused(
+    tmp_path: Path, torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import zipfile
 
     from modelhub.errors import ArchiveError

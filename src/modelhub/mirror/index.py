@@ -1,0 +1,296 @@
+"""Which URL serves which store file: an index built from the store's manifests.
+
+The mirror serves nothing but files that a manifest lists (``files`` and ``staged``). Every
+route looks a decoded path up in the dictionaries of a :class:`Snapshot`; no request path is
+ever joined to the store root. :class:`StoreIndex` rebuilds the snapshot when the manifests
+folder (or one of its per-hub folders) changes, so a model imported or pulled while the
+mirror runs appears on the next request: the Store writes manifests by atomic rename, which
+always updates the folder's mtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidReferenceError
+from ..refs import ModelRef, parse
+from ..store import Manifest, Store, layout
+
+log = logging.getLogger("modelhub.mirror")
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """One store file the mirror may send: where it is and what it must be."""
+
+    rel: str
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass
+class HfRevision:
+    """One revision of a Hugging Face repo: its commit, names and repo-relative files."""
+
+    repo_id: str
+    commit: str
+    names: set[str]
+    files: dict[str, ServedFile]
+    last_modified: str
+    details: dict[str, Any]
+
+
+@dataclass
+class HfRepo:
+    """A Hugging Face repo: revisions by branch/tag name and by commit sha."""
+
+    repo_id: str
+    by_name: dict[str, HfRevision] = field(default_factory=dict)
+    by_commit: dict[str, HfRevision] = field(default_factory=dict)
+
+    def revision(self, rev: str) -> HfRevision | None:
+        """The revision named ``rev`` (branch, tag or full commit sha), or None."""
+        return self.by_name.get(rev) or self.by_commit.get(rev)
+
+    def default(self) -> HfRevision | None:
+        """The revision ``/api/models/{repo}`` describes: 'main', else the newest."""
+        if "main" in self.by_name:
+            return self.by_name["main"]
+        revisions = sorted(self.by_commit.values(), key=lambda r: r.last_modified)
+        return revisions[-1] if revisions else None
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A SavedModel folder of a tfhub:/kaggle: manifest, served as one tar.gz."""
+
+    hub: str
+    handle: str
+    ref: str
+    files: dict[str, ServedFile]  # folder-relative path -> file
+    created: str
+
+    @property
+    def digest(self) -> str:
+        """Identity of the archive: changes whenever a file of the folder changes."""
+        h = hashlib.sha256(b"modelhub-savedmodel-tar-v1\n")
+        for rel, served in sorted(self.files.items()):
+            h.update(f"{rel}\0{served.sha256}\0{served.size}\n".encode())
+        return h.hexdigest()
+
+
+@dataclass
+class Snapshot:
+    """Everything the mirror can serve, as of one reading of the manifests."""
+
+    by_rel: dict[str, ServedFile] = field(default_factory=dict)
+    hf: dict[str, HfRepo] = field(default_factory=dict)
+    saved_models: dict[tuple[str, str], SavedModel] = field(default_factory=dict)
+    onnx_entries: list[dict[str, Any]] = field(default_factory=list)
+    onnx_files: dict[str, ServedFile] = field(default_factory=dict)
+    zipballs: dict[tuple[str, str], ServedFile] = field(default_factory=dict)
+
+
+def _folder(manifest: Manifest, ref: ModelRef) -> str:
+    folder = manifest.details.get("folder")
+    if isinstance(folder, str) and folder:
+        try:
+            layout.check_relative(folder)
+            return folder.rstrip("/")
+        except InvalidReferenceError:
+            pass
+    return layout.model_dir(ref)
+
+
+def _under(files: dict[str, ServedFile], folder: str) -> dict[str, ServedFile]:
+    prefix = folder + "/"
+    return {rel[len(prefix) :]: f for rel, f in files.items() if rel.startswith(prefix)}
+
+
+def _derived_commit(files: dict[str, ServedFile]) -> str:
+    h = hashlib.sha1(b"modelhub-hf-tree-v1\n", usedforsecurity=False)
+    for rel, served in sorted(files.items()):
+        h.update(f"{rel}\0{served.sha256}\0{served.size}\n".encode())
+    return h.hexdigest()
+
+
+def _add_hf(snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]) -> None:
+    files = _under(own, _folder(manifest, ref))
+    if not files:
+        return
+    commit = manifest.revision if _HEX40.fullmatch(manifest.revision) else _derived_commit(files)
+    branch = manifest.details.get("branch")
+    names = {str(branch)} if isinstance(branch, str) and branch else set()
+    names.add(ref.revision or "main")
+    repo = snap.hf.setdefault(ref.name, HfRepo(ref.name))
+    rev = repo.by_commit.get(commit)
+    if rev is None:
+        rev = HfRevision(ref.name, commit, set(), files, manifest.created, manifest.details)
+        repo.by_commit[commit] = rev
+    for name in names - {commit}:
+        previous = repo.by_name.get(name)
+        # Two manifests naming one branch: the newer one is what the branch points to.
+        if previous is None or previous.last_modified <= manifest.created:
+            repo.by_name[name] = rev
+        rev.names.add(name)
+
+
+def _add_saved_model(
+    snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
+) -> None:
+    files = _under(own, _folder(manifest, ref))
+    if not files:
+        return
+    model = SavedModel(ref.hub, ref.name, ref.canonical, files, manifest.created)
+    snap.saved_models[(ref.hub, ref.name)] = model
+    version = manifest.details.get("version") or manifest.revision
+    # kaggle:O/M/F/V without a version is also reachable as .../V/<version>, as upstream.
+    if ref.hub == "kaggle" and ref.name.count("/") == 3 and str(version).isdigit():
+        snap.saved_models.setdefault((ref.hub, f"{ref.name}/{version}"), model)
+
+
+def _add_onnx(
+    snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
+) -> None:
+    models = [f for f in manifest.files if f.path.endswith(".onnx")]
+    if not models:
+        return
+    model_file = own[models[0].path]
+    details = manifest.details
+    model_path = details.get("model_path")
+    if not isinstance(model_path, str) or not model_path:
+        model_path = model_file.rel.removeprefix("onnx/")
+    try:
+        layout.check_relative(model_path)
+    except InvalidReferenceError:
+        return
+    staged = next((s for s in manifest.staged if s.format == "onnx"), None)
+    opset = details.get("opset")
+    if not isinstance(opset, int) and staged is not None:
+        opset = staged.details.get("opset")
+    io_ports = details.get("io_ports")
+    if not isinstance(io_ports, dict) and staged is not None:
+        io_ports = staged.details.get("io_ports")
+    onnx_version = details.get("onnx_version")
+    if not isinstance(onnx_version, str) and staged is not None:
+        onnx_version = staged.versions.get("onnx")
+    tags = [t for t in details.get("tags") or [] if isinstance(t, str)]
+    snap.onnx_files[model_path] = model_file
+    snap.onnx_entries.append(
+        {
+            "model": str(details.get("model") or ref.name),
+            "model_path": model_path,
+            "onnx_version": str(onnx_version or ""),
+            "opset_version": int(opset) if isinstance(opset, int) else 0,
+            "metadata": {
+                "model_sha": model_file.sha256,
+                "model_bytes": model_file.size,
+                "tags": tags,
+                "io_ports": io_ports or {"inputs": [], "outputs": []},
+            },
+        }
+    )
+
+
+def _add_zipball(snap: Snapshot, manifest: Manifest, ref: ModelRef) -> None:
+    rel = manifest.details.get("zipball")
+    if not isinstance(rel, str) or rel not in snap.by_rel:
+        return
+    for git_ref in (ref.revision, manifest.details.get("git_ref"), manifest.revision):
+        if isinstance(git_ref, str) and git_ref:
+            snap.zipballs.setdefault((ref.name, git_ref), snap.by_rel[rel])
+
+
+def build_snapshot(root: Path) -> Snapshot:
+    """Read every manifest under ``root`` and index what the mirror may serve."""
+    snap = Snapshot()
+    store = Store(root)
+    loaded: list[tuple[Manifest, ModelRef, dict[str, ServedFile]]] = []
+    for path, manifest in store.manifests():
+        try:
+            ref = parse(manifest.ref)
+            own = {}
+            for rel, sha, size in [(f.path, f.sha256, f.size) for f in manifest.files] + [
+                (s.path, s.sha256, s.size) for s in manifest.staged
+            ]:
+                own[rel] = ServedFile(rel, store.abspath(rel), sha, size)
+        except InvalidReferenceError as exc:
+            log.warning("skipping manifest %s: %s", path.name, exc)
+            continue
+        for rel, served in own.items():
+            known = snap.by_rel.get(rel)
+            if known is not None and known.sha256 != served.sha256:
+                # The Store never lets this happen; if a hand edit did, serve neither version.
+                log.warning("%s is listed with two different sha256; not serving it", rel)
+                snap.by_rel[rel] = ServedFile(rel, served.path, "", -1)
+                continue
+            snap.by_rel.setdefault(rel, served)
+        loaded.append((manifest, ref, own))
+    for manifest, ref, own in loaded:
+        own = {rel: f for rel, f in own.items() if snap.by_rel[rel].size >= 0}
+        if ref.hub == "hf":
+            _add_hf(snap, manifest, ref, own)
+        elif ref.hub in ("tfhub", "kaggle"):
+            _add_saved_model(snap, manifest, ref, own)
+        elif ref.hub == "onnx":
+            _add_onnx(snap, manifest, ref, own)
+        elif ref.is_torch_hub:
+            _add_zipball(snap, manifest, ref)
+    snap.by_rel = {rel: f for rel, f in snap.by_rel.items() if f.size >= 0}
+    snap.onnx_entries.sort(key=lambda e: (e["model"], e["opset_version"], e["model_path"]))
+    return snap
+
+
+class StoreIndex:
+    """The current :class:`Snapshot` of a store, rebuilt when its manifests change."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._manifests = self.root / layout.MANIFESTS
+        self._snapshot: Snapshot | None = None
+        self._stamp: tuple[Any, ...] | None = None
+        self._lock = asyncio.Lock()
+
+    def stamp(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of the manifests folders (a few stat calls)."""
+        entries: list[Any] = []
+        try:
+            st = os.stat(self._manifests)
+        except OSError:
+            return ()
+        entries.append(("", st.st_ino, st.st_mtime_ns))
+        try:
+            with os.scandir(self._manifests) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.stat(follow_symlinks=False)
+                        entries.append((entry.name, sub.st_ino, sub.st_mtime_ns))
+        except OSError:
+            pass
+        entries.sort()
+        return tuple(entries)
+
+    async def snapshot(self) -> Snapshot:
+        """The snapshot for the manifests as they are now (rebuilt off the event loop)."""
+        stamp = self.stamp()
+        if self._snapshot is not None and stamp == self._stamp:
+            return self._snapshot
+        async with self._lock:
+            stamp = self.stamp()
+            if self._snapshot is None or stamp != self._stamp:
+                loop = asyncio.get_running_loop()
+                snap = await loop.run_in_executor(None, build_snapshot, self.root)
+                self._snapshot, self._stamp = snap, stamp
+                log.debug("index rebuilt: %d files", len(snap.by_rel))
+            assert self._snapshot is not None
+            return self._snapshot

@@ -1,0 +1,596 @@
+"""Plumbing for :mod:`modelhub.transfer`: URLs, redirect policy, proxies, connections, retry
+classification, and the hash + write pipeline that receives a download's bytes.
+
+Only the standard library is used (``http.client`` + ``ssl``), so every byte modelhub moves goes
+through code we control: redirects, token scoping and retries are decided here, not by a library.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import hashlib
+import http.client
+import os
+import queue
+import random
+import re
+import select
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+from modelhub.errors import InsecureRedirectError, NetworkError, UsageError
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+RETRY_AFTER_CAP = 60.0
+BACKOFF_BASE = 0.2  # seconds; small so tests stay quick, doubled per failure
+BACKOFF_CAP = 10.0
+DRAIN_LIMIT = 64 * 1024  # read at most this much of an unwanted body to keep the connection
+USER_AGENT = "modelhub/0.1 (python http.client)"
+MiB = 2**20
+BUF_SIZE = 4 * MiB  # prefix re-hash buffer
+READ_STEP = 1 * MiB  # bytes per readinto: bounds what an exception mid-read can make us re-fetch
+WRITEBACK_STEP = 64 * MiB  # start writeback of the part file every this many bytes
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed http(s) URL: where to connect and what to ask for."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # path + query, never empty
+    userinfo: str | None = None
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port): the unit a token is scoped to."""
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` as a user would type it (IPv6 in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def netloc(self) -> str:
+        """Host (and port when not the scheme's default), for Host headers and absolute URIs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if _DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+
+    def absolute(self) -> str:
+        """The URL without user info (the form sent to an http proxy)."""
+        return f"{self.scheme}://{self.netloc}{self.path}"
+
+
+def parse_url(url: str) -> Target:
+    """Parse an http(s) URL; anything else is a usage error (never silently fetched)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"invalid URL: {redact(url)}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise UsageError(f"not an http(s) URL: {redact(url)}")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    userinfo = parts.netloc.rpartition("@")[0] or None
+    return Target(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], path, userinfo)
+
+
+def redact(url: str) -> str:
+    """``url`` without user info, query or fragment: safe for messages (tokens live there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def same_origin(url_a: str, url_b: str) -> bool:
+    """True when both URLs share scheme, host and port (the only case a token may follow)."""
+    try:
+        return parse_url(url_a).origin == parse_url(url_b).origin
+    except UsageError:
+        return False
+
+
+def redirect_target(current_url: str, location: str, status: int, method: str) -> tuple[str, str]:
+    """Decide where a redirect goes: ``(next_url, next_method)``.
+
+    A relative ``Location`` is resolved against ``current_url``. A redirect from https to http is
+    refused with :class:`InsecureRedirectError` (it would expose the request and the bytes).
+    303 turns every method but HEAD into GET; 301/302 turn POST into GET (as browsers do).
+    """
+    nxt = urljoin(current_url, location.strip())
+    cur_scheme = urlsplit(current_url).scheme.lower()
+    new_scheme = urlsplit(nxt).scheme.lower()
+    if new_scheme not in _DEFAULT_PORTS:
+        raise NetworkError(f"redirect to an unsupported URL refused: {redact(nxt)}")
+    if cur_scheme == "https" and new_scheme == "http":
+        raise InsecureRedirectError(
+            f"refused redirect from https to http: {redact(current_url)} -> {redact(nxt)}"
+        )
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method = "GET"
+    return nxt, method
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date), capped at 60 s.
+
+    Returns None when the value is unusable; a date in the past gives 0.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def backoff_delay(failures: int) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so clients spread out."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(failures - 1, 0))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Retryable(Exception):
+    """Internal: an attempt failed in a way worth retrying (never leaves transfer)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        timeout: bool = False,
+        unreachable: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.timeout = timeout
+        self.unreachable = unreachable
+
+
+def classify_os_error(exc: BaseException, target: Target, connecting: bool) -> Exception:
+    """Map a socket/TLS/protocol exception to a Retryable (or a final NetworkError)."""
+    where = target.hostport
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return NetworkError(
+            f"TLS certificate verification failed for {where}: {exc.verify_message}"
+        )
+    if isinstance(exc, socket.gaierror):
+        # Only "try again" is transient; an unknown name will not appear by retrying.
+        if exc.errno == socket.EAI_AGAIN:
+            return Retryable(f"cannot reach {where}: name resolution failed", unreachable=True)
+        return NetworkError(f"cannot reach {where}: name resolution failed")
+    if isinstance(exc, TimeoutError):
+        what = "connecting" if connecting else "waiting for data"
+        return Retryable(f"timed out {what} from {where}", timeout=True, unreachable=connecting)
+    if connecting:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return Retryable(f"cannot reach {where}: {reason.lower()}", unreachable=True)
+    return Retryable(f"connection to {where} failed: {type(exc).__name__}")
+
+
+# --- proxies ----------------------------------------------------------------------------------
+def proxy_for(target: Target) -> Target | None:
+    """The proxy to use for ``target`` from HTTP(S)_PROXY / NO_PROXY (the usual conventions)."""
+    import urllib.request  # lazy: only needed on the network path
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(target.scheme)
+    if not proxy:
+        return None
+    if urllib.request.proxy_bypass_environment(target.hostport, proxies):
+        return None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    try:
+        return parse_url(proxy)
+    except UsageError:
+        return None
+
+
+def _proxy_headers(proxy: Target) -> dict[str, str]:
+    if not proxy.userinfo:
+        return {}
+    raw = unquote(proxy.userinfo).encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+
+# --- connections ------------------------------------------------------------------------------
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process (building it reads the CA store)."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = ssl.create_default_context()
+        return _ssl_context
+
+
+PoolKey = tuple[str, str, int, str | None]
+
+
+class Conn:
+    """An HTTPConnection plus what is needed to send requests through it and pool it again."""
+
+    def __init__(self, target: Target, proxy: Target | None, timeout: float) -> None:
+        self.key: PoolKey = (*target.origin, proxy.hostport if proxy else None)
+        self.proxy = proxy
+        self.reused = False
+        self.http: http.client.HTTPConnection
+        if proxy is None:
+            if target.scheme == "https":
+                self.http = http.client.HTTPSConnection(
+                    target.host, target.port, timeout=timeout, context=ssl_context()
+                )
+            else:
+                self.http = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        elif target.scheme == "https":
+            # CONNECT tunnel: TLS is end-to-end with the target, the proxy sees only bytes.
+            self.http = http.client.HTTPSConnection(
+                proxy.host, proxy.port, timeout=timeout, context=ssl_context()
+            )
+            self.http.set_tunnel(target.host, target.port, headers=_proxy_headers(proxy))
+        else:
+            self.http = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+
+    def set_timeout(self, timeout: float) -> None:
+        """Apply ``timeout`` to connect and to every later socket read."""
+        self.http.timeout = timeout
+        if self.http.sock is not None:
+            self.http.sock.settimeout(timeout)
+
+    def is_stale(self) -> bool:
+        """An idle keep-alive socket that is readable has been closed by the server."""
+        sock = self.http.sock
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def request(
+        self, method: str, target: Target, headers: Mapping[str, str]
+    ) -> http.client.HTTPResponse:
+        """Send one request and read the status line + headers.
+
+        Raises Retryable (or NetworkError) for transport failures, classified by phase.
+        """
+        connecting = self.http.sock is None
+        try:
+            if connecting:
+                self.http.connect()
+        except Exception as exc:
+            self.close()
+            raise classify_os_error(exc, self.proxy or target, connecting=True) from None
+        path = target.path
+        hdrs = dict(headers)
+        if self.proxy is not None and target.scheme == "http":
+            path = target.absolute()  # http via proxy: absolute-URI request line
+            hdrs.update(_proxy_headers(self.proxy))
+        try:
+            self.http.request(method, path, headers=hdrs)
+            return self.http.getresponse()
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, (http.client.HTTPException, OSError)):
+                raise classify_os_error(exc, target, connecting=False) from None
+            raise
+
+    def close(self) -> None:
+        """Close the socket (the object can reconnect later)."""
+        with contextlib.suppress(OSError):
+            self.http.close()
+
+    def abort(self) -> None:
+        """Unblock a thread stuck reading this connection (used when a download is cancelled)."""
+        sock = self.http.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class ConnectionPool:
+    """Idle keep-alive connections by (scheme, host, port, proxy), shared by threads."""
+
+    def __init__(self, max_idle_per_key: int = 8) -> None:
+        self._idle: dict[PoolKey, list[Conn]] = {}
+        self._lock = threading.Lock()
+        self._max = max_idle_per_key
+
+    def get(self, target: Target, timeout: float) -> Conn:
+        """An idle live connection for ``target`` or a new (not yet connected) one."""
+        proxy = proxy_for(target)
+        key: PoolKey = (*target.origin, proxy.hostport if proxy else None)
+        while True:
+            with self._lock:
+                conns = self._idle.get(key)
+                conn = conns.pop() if conns else None
+            if conn is None:
+                conn = Conn(target, proxy, timeout)
+                break
+            if conn.is_stale():
+                conn.close()
+                continue
+            conn.reused = True
+            break
+        conn.set_timeout(timeout)
+        return conn
+
+    def fresh(self, target: Target, timeout: float) -> Conn:
+        """A new connection for ``target`` (used when an idle one turned out to be dead)."""
+        return Conn(target, proxy_for(target), timeout)
+
+    def put(self, conn: Conn, resp: http.client.HTTPResponse | None) -> None:
+        """Return ``conn`` for reuse if its last response was read fully and keeps alive."""
+        if resp is None or not resp.isclosed() or resp.will_close or conn.http.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            conns = self._idle.setdefault(conn.key, [])
+            if len(conns) < self._max:
+                conns.append(conn)
+                return
+        conn.close()
+
+
+POOL = ConnectionPool()
+
+
+def drain_and_release(conn: Conn, resp: http.client.HTTPResponse) -> bytes:
+    """Read a small unwanted body (redirect, error) so the connection can be reused."""
+    length = resp.length
+    if length is not None and length > DRAIN_LIMIT:
+        resp.close()
+        conn.close()
+        return b""
+    try:
+        body = resp.read(DRAIN_LIMIT + 1) if length is None else resp.read()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return b""
+    POOL.put(conn, resp)
+    return body
+
+
+def header_dict(resp: http.client.HTTPResponse) -> dict[str, str]:
+    """Response headers with lower-cased names; repeated headers joined by ", "."""
+    out: dict[str, str] = {}
+    for name, value in resp.getheaders():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def read_into(resp: http.client.HTTPResponse, mv: memoryview) -> tuple[int, Exception | None]:
+    """Fill ``mv`` from ``resp`` until full or EOF; return (bytes read, transport error)."""
+    filled, total = 0, len(mv)
+    try:
+        while filled < total:
+            n = resp.readinto(mv[filled : min(total, filled + READ_STEP)])
+            if not n:
+                break
+            filled += n
+    except (OSError, http.client.HTTPException) as exc:
+        return filled, exc
+    return filled, None
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """(first, last, total or None) from a ``Content-Range`` header, None if unusable."""
+    m = _CONTENT_RANGE.search(value or "")
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)), total
+
+
+def strong_etag(etag: str | None) -> str | None:
+    """``etag`` if it is a strong validator, else None."""
+    # Weak validators cannot be used with If-Range (RFC 9110 13.1.5).
+    return etag if etag and not etag.startswith("W/") else None
+
+
+# --- the hash + write stage of download_file ---------------------------------------------------
+class Sink:
+    """Hash then write filled buffers, in file order, into the part file.
+
+    Two threads form a pipeline behind the receiver: one hashes each buffer, then hands it to one
+    that writes it (and kicks off writeback early so the final fsync has little left to do). The
+    receiver goes on filling the next buffer meanwhile; hashlib, os.write and socket reads all
+    release the GIL, so the three stages overlap on separate cores. The file is always a
+    contiguous prefix of the content, which keeps resume trivial.
+    """
+
+    def __init__(self, fd: int, path: Path, prefix: int, bar: Any) -> None:
+        self.fd = fd
+        self.path = path
+        self.prefix = prefix
+        self.size = prefix
+        self.hash = hashlib.sha256()
+        self.bar = bar
+        self.error: BaseException | None = None
+        self.hash_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.write_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.written = prefix
+        self.synced = prefix  # writeback already started up to here
+        self.threads = [
+            threading.Thread(target=self._hasher, name="modelhub-hash", daemon=True),
+            threading.Thread(target=self._writer, name="modelhub-write", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, buf: bytearray, n: int, release: queue.Queue[bytearray]) -> None:
+        """Queue ``buf[:n]``; the buffer goes back to ``release`` once written."""
+        if self.error is not None:
+            release.put(buf)
+            raise self.error
+        self.hash_q.put(("data", buf, n, release))
+
+    def reset(self) -> None:
+        """Drop everything (after what is already queued): the file restarts from byte 0.
+
+        Waits until the truncation happened, so a sidecar written next can never describe
+        bytes of another version of the file.
+        """
+        done = threading.Event()
+        self.hash_q.put(("reset", done))
+        while not done.wait(0.5):
+            if not self.threads[1].is_alive():
+                break
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> tuple[str, int]:
+        """Wait for the queues to drain, fsync, and return (sha256 hex, size)."""
+        self._join()
+        if self.error is not None:
+            raise self.error
+        os.fsync(self.fd)
+        return self.hash.hexdigest(), self.size
+
+    def abort(self) -> None:
+        """Stop after writing what is queued (the prefix stays usable for a later resume)."""
+        self._join(timeout=60)
+
+    def _join(self, timeout: float | None = None) -> None:
+        self.hash_q.put(("stop",))
+        for t in self.threads:
+            t.join(timeout)
+
+    def _hash_prefix(self) -> None:
+        # Bytes from an earlier process: hashed once, before anything new is appended.
+        buf = bytearray(BUF_SIZE)
+        mv = memoryview(buf)
+        left = self.prefix
+        with open(self.path, "rb", buffering=0) as f:
+            while left > 0:
+                n = f.readinto(mv[: min(left, len(buf))])
+                if not n:
+                    raise OSError(f"part file shorter than expected: {self.path}")
+                self.hash.update(mv[:n])
+                left -= n
+
+    def _hasher(self) -> None:
+        if self.prefix:
+            try:
+                self._hash_prefix()
+            except OSError as exc:
+                self.error = exc
+        while True:
+            msg = self.hash_q.get()
+            if msg[0] == "data":
+                _, buf, n, _release = msg
+                if self.error is None:
+                    self.hash.update(memoryview(buf)[:n])
+                    self.size += n
+            elif msg[0] == "reset":
+                self.hash = hashlib.sha256()
+                self.size = 0
+            self.write_q.put(msg)
+            if msg[0] == "stop":
+                return
+
+    def _writer(self) -> None:
+        while True:
+            msg = self.write_q.get()
+            try:
+                if msg[0] == "data":
+                    _, buf, n, release = msg
+                    try:
+                        if self.error is None:
+                            self._write(memoryview(buf)[:n])
+                    finally:
+                        release.put(buf)
+                elif msg[0] == "reset":
+                    try:
+                        os.ftruncate(self.fd, 0)
+                        os.lseek(self.fd, 0, os.SEEK_SET)
+                        self.written = self.synced = 0
+                        if self.bar is not None:
+                            self.bar.reset(total=self.bar.total)
+                    finally:
+                        msg[1].set()
+                else:
+                    return
+            except BaseException as exc:  # disk full, I/O error: reported to submit()/finish()
+                self.error = exc
+
+    def _write(self, mv: memoryview) -> None:
+        done, n = 0, len(mv)
+        while done < n:
+            done += os.write(self.fd, mv[done:])
+        self.written += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.written - self.synced >= WRITEBACK_STEP:
+            # Start writeback now so the final fsync does not wait for a whole file of dirty
+            # pages: the disk works while we receive and hash.
+            start_writeback(self.fd, self.synced, self.written - self.synced)
+            self.synced = self.written
+
+
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range back, without waiting and without evicting it.
+
+    Linux's sync_file_range(2) has no binding in ``os``; ctypes reaches it. Elsewhere this is a
+    no-op (the final fsync then does all the work).
+    """
+    global _sync_file_range
+    if _sync_file_range is None:
+        fn: Any = None
+        if sys.platform.startswith("linux"):
+            import ctypes  # lazy: only the download path needs it
+
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.sync_file_range
+                fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+        _sync_file_range = fn or (lambda *_: 0)
+    _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)

@@ -12,11 +12,46 @@ Public API::
 
 from __future__ import annotations
 
-from .errors import ModelhubError
-from .hubs import ModelHub, StorageType, get_hub, supported_hubs
-from .pipeline import Model, load, path, pull, stage_existing
-from .refs import ModelRef, parse
-from .store import Manifest, Store
+# Not `from typing import ...`: typing costs ~3 ms at start-up, the fast path's budget.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .errors import ModelhubError
+    from .hubs import ModelHub, StorageType, get_hub, supported_hubs
+    from .pipeline import Model, load, path, pull, stage_existing
+    from .refs import ModelRef, parse
+    from .store import Manifest, Store
+
+# Loaded on first use (PEP 562): `modelhub path` imports this package and must start fast.
+_LAZY = {
+    "ModelhubError": "errors",
+    "ModelHub": "hubs",
+    "StorageType": "hubs",
+    "get_hub": "hubs",
+    "supported_hubs": "hubs",
+    "Model": "pipeline",
+    "load": "pipeline",
+    "path": "pipeline",
+    "pull": "pipeline",
+    "stage_existing": "pipeline",
+    "ModelRef": "refs",
+    "parse": "refs",
+    "Manifest": "store",
+    "Store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'modelhub' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -91,8 +91,8 @@ def _hub_url(hub: str, mirror: str | None) -> str:
 
 def settings() -> Settings:
     """Read the environment and return the current settings."""
-    root_env = os.environ.get("MODELHUB_PATH", "").strip()
-    root = Path(root_env).expanduser() if root_env else Path.home() / ".modelhub"
+    from .store.lookup import store_root
+
     mirror = os.environ.get("MODELHUB_MIRROR", "").strip().rstrip("/") or None
     link_mode = os.environ.get("MODELHUB_LINK_MODE", "auto").strip().lower() or "auto"
     trusted = frozenset(
@@ -100,7 +100,7 @@ def settings() -> Settings:
     )
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
     return Settings(
-        store_root=root.absolute(),
+        store_root=Path(store_root()),
         link_mode=link_mode,
         mirror=mirror,
         hub_urls={hub: _hub_url(hub, mirror) for hub in UPSTREAM_URLS},

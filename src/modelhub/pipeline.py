@@ -120,6 +120,7 @@ def pull(
     fmt = _stage_for(hub, mref, stage)
     offline = settings().offline if offline is None else offline
     request = StageRequest(fmt, dict(options or {}))
+    auto = _stage_for(hub, mref, "auto")
 
     found = st.manifest(mref)
     if found is not None and not force and _satisfied(found, fmt, storage, sha256):
@@ -136,7 +137,7 @@ def pull(
                 and _files_present(st, found)
             ):
                 return _restage(hub, mref, found, request, st)
-        fetch_options = {**(options or {}), "sha256": sha256, "force": force}
+        fetch_options = {**(options or {}), "sha256": sha256, "force": force, "storage": storage}
         plan = hub.resolve(mref, offline=offline, options=fetch_options)
         files = hub.fetch(plan, progress=progress, offline=offline)
         manifest = Manifest(
@@ -150,7 +151,7 @@ def pull(
             files=files,
             staged=[],
             created=utc_now(),
-            details=plan.details,
+            details={**plan.details, "auto_stage": auto},
         )
         return _restage(hub, mref, manifest, request, st)
 
@@ -193,12 +194,18 @@ def path(ref: str | ModelRef, *, store: Store | None = None) -> Path:
 
 
 def load(ref: str | ModelRef, *, store: Store | None = None, **pull_kwargs: Any) -> Any:
-    """Pull (if needed) and open ``ref``: an onnxruntime session for ONNX models.
+    """Pull (if needed) and open ``ref``.
 
-    Formats whose runtimes arrive in later versions return the artifact's path.
+    Returns an onnxruntime session for ONNX, a callable over the frozen graph for ``pb``, and
+    the artifact's path (e.g. a Hugging Face snapshot folder) for anything else.
     """
     model = pull(ref, store=store, **pull_kwargs)
     fmt = model.manifest.staged[0].format if model.manifest.staged else None
+    if fmt == "pb":
+        from .staging.freeze_tf import FrozenGraph
+
+        details = model.manifest.staged[0].details
+        return FrozenGraph(model.path, details["input_map"], details["output_map"])
     if fmt == "onnx" or model.path.suffix == ".onnx":
         import onnxruntime
 

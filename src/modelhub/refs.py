@@ -18,10 +18,6 @@ accepted reference can name a path outside the store.
 
 from __future__ import annotations
 
-import re
-import urllib.parse
-from dataclasses import dataclass
-
 from .errors import InvalidReferenceError
 
 HUBS = ("hf", "tfhub", "kaggle", "onnx", "torch", "keras", "url")
@@ -30,27 +26,70 @@ MAX_REF_LEN = 2048
 MAX_SEGMENT_LEN = 128
 
 # One name segment: starts with an alphanumeric, then alphanumerics, '_', '-', '.'; never '..'.
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+# Character sets, not regular expressions: compiling patterns costs start-up time that
+# `modelhub path` cannot spare.
 # Git-style revisions may contain '/', but no '..', no control characters, no spaces.
-_REVISION = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*")
-_URL_SAFE = re.compile(r"[\x21-\x7e]+")
+_REVISION_CHARS = _NAME_CHARS | frozenset("/")
 
 
-@dataclass(frozen=True)
+def is_name(text: str) -> bool:
+    """True for one safe name segment: ``[A-Za-z0-9][A-Za-z0-9_.-]*``."""
+    return bool(text) and text[0] in _ALNUM and set(text) <= _NAME_CHARS
+
+
 class ModelRef:
-    """A validated model reference.
+    """A validated model reference (immutable, hashable, compared by value).
 
     ``hub`` is one of ``HUBS``; ``name`` the hub-specific path ('org/name', a handle, a file
     stem, a builder name or a URL); ``revision`` the optional revision / opset / weights / ref.
     For torch.hub entrypoints ``entry`` holds the entry name and ``name`` is 'owner/repo'.
     ``variant`` is 'notop' for Keras applications without their classifier.
+
+    A plain class rather than a dataclass: ``modelhub path`` imports this module and must start
+    in tens of milliseconds (``dataclasses`` costs ~10 ms of imports).
     """
+
+    __slots__ = ("entry", "hub", "name", "revision", "variant")
 
     hub: str
     name: str
-    revision: str | None = None
-    entry: str | None = None
-    variant: str | None = None
+    revision: str | None
+    entry: str | None
+    variant: str | None
+
+    def __init__(
+        self,
+        hub: str,
+        name: str,
+        revision: str | None = None,
+        entry: str | None = None,
+        variant: str | None = None,
+    ) -> None:
+        for key, value in (
+            ("hub", hub),
+            ("name", name),
+            ("revision", revision),
+            ("entry", entry),
+            ("variant", variant),
+        ):
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("ModelRef is immutable")
+
+    def _key(self) -> tuple[str, str, str | None, str | None, str | None]:
+        return (self.hub, self.name, self.revision, self.entry, self.variant)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelRef) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ModelRef({self.canonical!r})"
 
     def __str__(self) -> str:
         return self.canonical
@@ -101,7 +140,7 @@ def _check_segment(ref: str, part: str, what: str) -> None:
         raise _fail(ref, f"empty part in {what}")
     if len(part) > MAX_SEGMENT_LEN:
         raise _fail(ref, f"a part of {what} is longer than {MAX_SEGMENT_LEN} characters")
-    if ".." in part or not _SEGMENT.fullmatch(part):
+    if ".." in part or not is_name(part):
         raise _fail(ref, f"{what} part {part!r} has characters outside [A-Za-z0-9_.-]")
 
 
@@ -110,7 +149,7 @@ def _check_revision(ref: str, rev: str, what: str = "revision") -> str:
         raise _fail(ref, f"empty {what}")
     if len(rev) > 255 or ".." in rev or "//" in rev or rev.endswith("/"):
         raise _fail(ref, f"bad {what} {rev!r}")
-    if not _REVISION.fullmatch(rev):
+    if rev[0] == "/" or not set(rev) <= _REVISION_CHARS:
         raise _fail(ref, f"{what} {rev!r} has characters outside [A-Za-z0-9_.-/]")
     return rev
 
@@ -186,12 +225,16 @@ def _parse_keras(ref: str, body: str) -> ModelRef:
 
 def url_basename(url: str) -> str:
     """Return the decoded last path segment of ``url`` (the file name it would be stored as)."""
+    import urllib.parse
+
     path = urllib.parse.urlsplit(url).path
     return urllib.parse.unquote(path.rsplit("/", 1)[-1])
 
 
 def _parse_url(ref: str, url: str) -> ModelRef:
-    if not _URL_SAFE.fullmatch(url):
+    import urllib.parse
+
+    if not url or any(not 0x21 <= ord(c) <= 0x7E for c in url):
         raise _fail(ref, "URL has spaces or control characters")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -208,6 +251,8 @@ def _parse_url(ref: str, url: str) -> ModelRef:
 
 
 def _parse_hub_url(ref: str) -> ModelRef:
+    import urllib.parse
+
     parts = urllib.parse.urlsplit(ref)
     host = (parts.hostname or "").lower()
     path = urllib.parse.unquote(parts.path).strip("/")

@@ -63,6 +63,8 @@ BUF_SIZE = 4 * MiB  # single-connection receive buffers (readinto target, then h
 SINGLE_BUFFERS = 4  # receive / hash / write can each hold one, plus one spare
 CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
+MAX_WORKERS = 16
+MAX_WINDOW = 12  # chunks in memory at most (~96 MiB) unless more workers than that
 MAX_RESTARTS = 3  # the file changed under us this often: give up
 PROGRESS_RESET = 1 * MiB  # an attempt that moved this much does not count as a failure
 T = TypeVar("T")
@@ -422,14 +424,17 @@ class _Job:
             if start > 0 and changed:
                 conn.close()
                 raise _Restart()
-            total, end = cr[2], cr[1] + 1
+            total: int | None = cr[2]
+            end: int | None = cr[1] + 1
         elif resp.status == 200:
             if start > 0:
                 self.restart()  # the server ignored Range or If-Range failed: body from 0
             total = end = resp.length
         else:
             drain_and_release(conn, resp)
-            raise HTTPStatusError(f"unexpected HTTP {resp.status} from {redact(final)}", 0)
+            raise HTTPStatusError(
+                f"unexpected HTTP {resp.status} from {redact(final)}", resp.status
+            )
         if total is not None and self.expected_size is not None and total != self.expected_size:
             conn.close()
             raise SizeMismatchError(
@@ -448,6 +453,7 @@ class _Job:
             resp.status == 206
             and probe
             and total is not None
+            and end is not None
             and end < total
             and total - start >= PARALLEL_MIN
         )
@@ -490,9 +496,9 @@ class _Job:
         assert self.size is not None and self.conn is not None and self.resp is not None
         start, total = self.offset, self.size
         nchunks = -(-(total - start) // CHUNK_SIZE)
-        workers = min(self.connections, nchunks)
+        workers = min(self.connections, nchunks, MAX_WORKERS)
         # Bounded window: chunks being fetched + fetched-but-not-written. Caps memory.
-        window = min(nchunks, 2 * workers)
+        window = min(nchunks, max(workers + 1, min(2 * workers, MAX_WINDOW)))
         pool: queue.Queue[bytearray] = queue.Queue()
         for _ in range(window):
             pool.put(bytearray(CHUNK_SIZE))
@@ -519,11 +525,12 @@ class _Job:
             pending = first if w == 0 else None
             try:
                 while not stop.is_set():
+                    conn0: Conn | None = None
+                    resp0: http.client.HTTPResponse | None = None
                     if pending is not None:
                         conn0, resp0, buf = pending
                         idx = 0
                     else:
-                        conn0 = resp0 = None
                         got_buf = take_buffer()
                         if got_buf is None:
                             return
@@ -638,7 +645,7 @@ def _make_bar(progress: bool | None, desc: str | None, url: str, initial: int) -
             progress = False
     if not progress:
         return None
-    from tqdm.auto import tqdm  # lazy: tqdm is only needed when a bar is shown
+    from tqdm import tqdm  # lazy: only needed when a bar is shown; plain text bar on stderr
 
     name = desc or redact(url).rstrip("/").rsplit("/", 1)[-1]
     return tqdm(

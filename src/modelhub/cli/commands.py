@@ -48,6 +48,8 @@ def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
         options["exclude"] = list(args.exclude)
     if args.task:
         options["task"] = args.task
+    if args.signature:
+        options["signature"] = args.signature
     if args.input_shape:
         options["input_shape"] = args.input_shape
     if args.trust:

@@ -6,12 +6,16 @@ line on stderr (a traceback only with ``MODELHUB_DEBUG=1``) and the contract's e
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import EXIT_ERROR, EXIT_USAGE, ModelhubError, exit_code_for
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
+
+if TYPE_CHECKING:  # argparse is imported only when needed: a cache hit skips it
+    import argparse
 
 PROG = "modelhub"
 
@@ -47,6 +51,7 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="skip repository files matching GLOB (repeatable; hf:)",
     )
     p.add_argument("--task", help="model head to export with --stage onnx (hf:)")
+    p.add_argument("--signature", help="SavedModel signature to freeze (default serving_default)")
     p.add_argument("--input-shape", metavar="N,C,H,W", help="example input shape for export")
     p.add_argument(
         "--trust", action="store_true", help="allow running a torch.hub repository's hubconf.py"
@@ -55,6 +60,8 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``modelhub`` command."""
+    import argparse
+
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -96,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    from .fast import fast_path
+
+    code = fast_path(args_list)
+    if code is not None:
+        return code
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.quiet:
         os.environ["MODELHUB_QUIET"] = "1"
     from . import commands

@@ -15,11 +15,11 @@ _REGISTRY: dict[str, str] = {
     "url": "modelhub.hubs.url:UrlHub",
     "hf": "modelhub.hubs.hf:HuggingFaceHub",
     "torch": "modelhub.hubs.torch_hub:TorchHub",
+    "tfhub": "modelhub.hubs.tfhub:TFHubHub",
+    "kaggle": "modelhub.hubs.tfhub:KaggleHub",
 }
 
 _PLANNED = {
-    "tfhub": "TensorFlow Hub",
-    "kaggle": "Kaggle Models",
     "keras": "Keras Applications",
 }
 

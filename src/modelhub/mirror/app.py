@@ -26,6 +26,8 @@ from .tfhub import SavedModelRoutes
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i"'
 INDEX_KEY = web.AppKey("modelhub_index", StoreIndex)
+# Every request seen, as (method, path with query): how tests prove a cache hit made none.
+REQUESTS_KEY = web.AppKey("modelhub_requests", list)
 
 log = logging.getLogger("modelhub.mirror")
 
@@ -39,6 +41,12 @@ async def _bare_errors(request: web.Request, handler: Callable[..., object]) -> 
         if exc.status >= 400:
             return web.Response(status=exc.status, text=exc.reason, headers=exc.headers)
         raise
+
+
+@web.middleware
+async def _record(request: web.Request, handler: Callable[..., object]) -> web.StreamResponse:
+    request.app[REQUESTS_KEY].append((request.method, request.path_qs))
+    return await handler(request)  # type: ignore[misc, no-any-return]
 
 
 async def _root(request: web.Request) -> web.Response:
@@ -55,8 +63,9 @@ def make_app(root: Path, *, tree_page_size: int = 1000) -> web.Application:
     """
     root = Path(root).expanduser().absolute()
     index = StoreIndex(root)
-    app = web.Application(middlewares=[_bare_errors])
+    app = web.Application(middlewares=[_record, _bare_errors])
     app[INDEX_KEY] = index
+    app[REQUESTS_KEY] = []
     app.router.add_get("/", _root)
     HfRoutes(index, page_size=tree_page_size).add_to(app)
     SavedModelRoutes(index, root).add_to(app)
@@ -148,15 +157,19 @@ class BackgroundMirror:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self.app = make_app(self.root, tree_page_size=self.tree_page_size)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path?query) of every request served so far."""
+        return list(self.app[REQUESTS_KEY])
 
     def _run(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             try:
-                runner, self.url = await _start(
-                    make_app(self.root, tree_page_size=self.tree_page_size), self.host, self.port
-                )
+                runner, self.url = await _start(self.app, self.host, self.port)
             except BaseException as exc:
                 self._error = exc
                 self._started.set()

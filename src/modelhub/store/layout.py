@@ -14,12 +14,13 @@ anything that would leave the root.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import Path, PurePosixPath
-
 from ..errors import InvalidReferenceError
-from ..refs import ModelRef, url_basename
+from ..refs import ModelRef, is_name, url_basename
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
+
+if TYPE_CHECKING:  # pathlib is imported lazily: `modelhub path` must start fast
+    from pathlib import Path, PurePosixPath
 
 META_DIR = ".modelhub"
 MANIFESTS = f"{META_DIR}/manifests"
@@ -56,7 +57,21 @@ FRAMEWORK_BY_SUFFIX = {
 }
 OTHER_FRAMEWORK = "other"
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _sha256_hex(data: bytes) -> str:
+    """sha256 without importing hashlib when possible: hashlib loads OpenSSL (~2 ms), which the
+    CLI's cache-hit path cannot spare; CPython's built-in sha256 gives the same digest."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # 3.11
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment]
+    return str(sha256(data).hexdigest())
 
 
 def framework_for_filename(name: str) -> str:
@@ -75,22 +90,22 @@ def framework_for(ref: ModelRef) -> str:
     return FRAMEWORK_BY_HUB[ref.hub]
 
 
-def check_relative(rel: str) -> PurePosixPath:
+def check_relative(rel: str) -> tuple[str, ...]:
     """Validate a store-relative POSIX path: no absolute, empty, '.' or '..' parts.
 
-    Raises InvalidReferenceError when the path could leave the store.
+    Returns its parts. Raises InvalidReferenceError when the path could leave the store.
     """
-    if not rel or "\\" in rel or "\x00" in rel:
+    if not rel or "\\" in rel or "\x00" in rel or rel.startswith("/"):
         raise InvalidReferenceError(f"unsafe store path {rel!r}")
-    path = PurePosixPath(rel)
-    if path.is_absolute() or any(p in ("", ".", "..") for p in rel.split("/")):
+    parts = tuple(rel.split("/"))
+    if any(p in ("", ".", "..") for p in parts):
         raise InvalidReferenceError(f"unsafe store path {rel!r}")
-    return path
+    return parts
 
 
 def safe_filename(name: str) -> str:
     """Validate one file name (a single path segment) from an untrusted source."""
-    if len(name) > 255 or ".." in name or not _SAFE_NAME.fullmatch(name):
+    if len(name) > 255 or ".." in name or not is_name(name):
         raise InvalidReferenceError(f"unsafe file name {name!r}")
     return name
 
@@ -100,9 +115,9 @@ def resolve_in_store(root: Path, rel: str | PurePosixPath) -> Path:
 
     This is the store's one path-traversal guard: every path the store writes goes through it.
     """
-    checked = check_relative(str(rel))
+    parts = check_relative(str(rel))
     root_abs = root.absolute()
-    target = root_abs.joinpath(*checked.parts)
+    target = root_abs.joinpath(*parts)
     # Resolve symlinks of the parent chain too: a planted link must not lead outside.
     real_root = root_abs.resolve()
     real_parent = target.parent.resolve()
@@ -149,8 +164,9 @@ def ref_key(ref: ModelRef) -> str:
     Readable prefix plus 16 hex digits of the sha256 of the canonical string.
     """
     canonical = ref.canonical
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    readable = re.sub(r"[^A-Za-z0-9_.\-]+", "_", canonical.split(":", 1)[1])[:80].strip("._")
+    digest = _sha256_hex(canonical.encode())[:16]
+    body = canonical.split(":", 1)[1]
+    readable = "".join(c if c in _KEY_CHARS else "_" for c in body)[:80].strip("._")
     return f"{readable or 'ref'}-{digest}"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import IntegrityError, InvalidReferenceError
 from .layout import check_relative
+from .lookup import primary_rel
 
 MANIFEST_VERSION = 1
 _HEX64 = frozenset("0123456789abcdef")
@@ -89,12 +90,15 @@ class Manifest:
     @property
     def primary_path(self) -> str:
         """The artifact ``modelhub path`` prints: the first staged file, else the first file."""
-        if self.staged:
-            return self.staged[0].path
-        if not self.files:
-            raise IntegrityError(f"manifest of {self.ref} lists no files")
         folder = self.details.get("folder")
-        return str(folder) if folder else self.files[0].path
+        try:
+            return primary_rel(
+                [s.path for s in self.staged],
+                str(folder) if folder else None,
+                [f.path for f in self.files],
+            )
+        except InvalidReferenceError:
+            raise IntegrityError(f"manifest of {self.ref} lists no files") from None
 
     def all_paths(self) -> list[str]:
         """Every store-relative path this manifest owns (files and staged artifacts)."""

@@ -60,7 +60,7 @@ from modelhub.errors import (
 __all__ = ["Download", "Response", "download_file", "fetch", "parse_retry_after"]
 
 BUF_SIZE = 4 * MiB  # single-connection receive buffers (readinto target, then hashed + written)
-SINGLE_BUFFERS = 4  # receive / hash / write can each hold one, plus one spare
+SINGLE_BUFFERS = int(os.environ.get("NB", 4))  # receive / hash / write can each hold one, plus one spare
 CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
 MAX_WORKERS = 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
+
+# Test modules import TensorFlow and torch at collection time; triton (imported by torch's CUDA
+# build) crashes if TensorFlow came first, so load it before anything else. The library guards
+# itself differently (modelhub._frameworks).
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
 
 _HUB_ENV = [
     "MODELHUB_MIRROR",

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import torch_import_guard
 from ..errors import StagingError
 from .parity import DEFAULT_TOLERANCE, compare
+
+torch_import_guard()  # before any torch import in this module (see _frameworks)
 
 DEFAULT_OPSET = 17
 TWO_GB = 2 * 2**30

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import torch_import_guard
 from ..errors import StagingError, UsageError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store
+
+torch_import_guard()  # before any torch import in this module (see _frameworks)
 
 
 def is_torchscript(path: Path) -> bool:

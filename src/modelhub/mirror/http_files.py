@@ -117,7 +117,14 @@ def _close_later(loop: asyncio.AbstractEventLoop, fobj: IO[bytes]) -> None:
     future.add_done_callback(_CLOSING.discard)
 
 
+# Model files: mimetypes guesses nonsense for some (".pt" → a SNES page table).
+_BINARY_SUFFIXES = (".pt", ".pth", ".bin", ".h5", ".hdf5", ".keras", ".onnx", ".safetensors",
+                    ".jit", ".pb", ".ckpt", ".tflite", ".msgpack", ".gguf")
+
+
 def _content_type(name: str) -> str:
+    if name.lower().endswith(_BINARY_SUFFIXES):
+        return "application/octet-stream"
     guessed, encoding = mimetypes.guess_type(name, strict=False)
     if encoding or not guessed:
         return "application/octet-stream"

@@ -74,10 +74,19 @@ def _stage_for(hub: ModelHub, ref: ModelRef, stage: str) -> str:
     return stage
 
 
-def _satisfied(manifest: Manifest, fmt: str, storage: str, sha256: str | None) -> bool:
+def _satisfied(
+    hub: ModelHub,
+    manifest: Manifest,
+    fmt: str,
+    storage: str,
+    sha256: str | None,
+    options: dict[str, Any],
+) -> bool:
     if manifest.storage != storage:
         return False
     if sha256 and (not manifest.files or manifest.files[0].sha256 != sha256):
+        return False
+    if not hub.satisfies(manifest, fmt, options):
         return False
     return fmt == "none" or any(s.format == fmt for s in manifest.staged)
 
@@ -122,18 +131,19 @@ def pull(
     request = StageRequest(fmt, dict(options or {}))
     auto = _stage_for(hub, mref, "auto")
 
+    opts = dict(options or {})
     found = st.manifest(mref)
-    if found is not None and not force and _satisfied(found, fmt, storage, sha256):
+    if found is not None and not force and _satisfied(hub, found, fmt, storage, sha256, opts):
         return Model(mref, found, st)
 
     with st.lock(mref):
         found = st.manifest(mref)
         if found is not None and not force:
-            if _satisfied(found, fmt, storage, sha256):
+            if _satisfied(hub, found, fmt, storage, sha256, opts):
                 return Model(mref, found, st)
             if (
                 found.storage == storage
-                and _satisfied(found, "none", storage, sha256)
+                and _satisfied(hub, found, "none", storage, sha256, opts)
                 and _files_present(st, found)
             ):
                 return _restage(hub, mref, found, request, st)

@@ -123,7 +123,10 @@ class ModelHub(ABC):
         A file already at its final path with the expected sha256 is kept (no download); with
         ``offline`` any other file raises OfflineError (exit 6) before a connection is made.
         """
-        return [self._fetch_one(plan.ref, rf, progress, offline) for rf in plan.files]
+        return [
+            self._fetch_one(plan.ref, rf, progress, offline, record=plan.details)
+            for rf in plan.files
+        ]
 
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """Produce staged artifacts for ``manifest`` in ``request.fmt``.
@@ -136,10 +139,28 @@ class ModelHub(ABC):
             f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
         )
 
+    def satisfies(self, manifest: Manifest, fmt: str, options: Mapping[str, Any]) -> bool:
+        """Whether ``manifest``, already in the store, is what a pull with ``options`` asks.
+
+        Called before any network access, for the hub's own options (``include``/``exclude``,
+        ``task``, ...); storage, sha256 and stage are checked by the pipeline. Default: True.
+        """
+        return True
+
     # --- helpers for subclasses ----------------------------------------------------------------
     def _fetch_one(
-        self, ref: ModelRef, rf: RemoteFile, progress: bool | None, offline: bool
+        self,
+        ref: ModelRef,
+        rf: RemoteFile,
+        progress: bool | None,
+        offline: bool,
+        record: dict[str, Any] | None = None,
     ) -> FileEntry:
+        """Download ``rf`` (unless already in place) and publish it.
+
+        With ``record`` (a plan's ``details``), the response's ETag / Last-Modified go into
+        ``record["validators"][rf.rel]``: what ``modelhub outdated`` compares a HEAD against.
+        """
         store = self.store
         target = store.abspath(rf.rel)
         if rf.sha256 and target.is_file() and not target.is_symlink():
@@ -161,6 +182,11 @@ class ModelHub(ABC):
         except Exception:
             part.unlink(missing_ok=True)
             raise
+        validators = {"etag": result.etag, "last_modified": result.last_modified}
+        if record is not None and any(validators.values()):
+            record.setdefault("validators", {})[rf.rel] = {
+                k: v for k, v in validators.items() if v
+            }
         return store.publish(part, rf.rel, ref, result.sha256, result.size)
 
     @staticmethod

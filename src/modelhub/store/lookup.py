@@ -69,7 +69,8 @@ def auto_satisfied(doc: dict[str, Any]) -> bool:
     """True when a default ``pull`` (stage auto, uncompressed) has nothing left to do."""
     if doc.get("storage") != "uncompressed":
         return False
-    wanted = (doc.get("details") or {}).get("auto_stage")
-    if wanted is None:
-        return False
+    details = doc.get("details") or {}
+    wanted = details.get("auto_stage")
+    if wanted is None or details.get("include") or details.get("exclude"):
+        return False  # a subset of an hf: repo is not what a plain pull asks for
     return wanted == "none" or any(s.get("format") == wanted for s in doc.get("staged") or [])

@@ -149,7 +149,9 @@ class TFHubHub(ModelHub):
         if not plan.details["cache_hit"]:
             if offline:
                 raise OfflineError(f"offline: {plan.ref} is not in the TF Hub cache {module_dir}")
-            archive = self._fetch_one(plan.ref, plan.files[0], progress, offline)
+            archive = self._fetch_one(
+                plan.ref, plan.files[0], progress, offline, record=plan.details
+            )
             self._install(self.store.abspath(archive.path), module_dir, plan.details["handle"])
         folder = plan.details["folder"]
         files = [p for p in sorted(module_dir.rglob("*")) if p.is_file()]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import torch_import_guard
 from ..config import settings
 from ..errors import (
     ArchiveError,
@@ -31,6 +32,8 @@ from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import link_or_copy, sha256_file
 from .base import ModelHub, Plan, RemoteFile, StageRequest
+
+torch_import_guard()  # before any torch import in this module (see _frameworks)
 
 # torch.hub's convention: "<name>-<sha256 prefix>.<ext>"; we demand at least 8 hex digits.
 HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.[A-Za-z0-9]+$")
@@ -241,7 +244,7 @@ class TorchHub(ModelHub):
 
     def _fetch_hub(self, plan: Plan, progress: bool | None, offline: bool) -> list[FileEntry]:
         """The zipball into the store, extracted safely into torch.hub's own cache layout."""
-        entry = self._fetch_one(plan.ref, plan.files[0], progress, offline)
+        entry = self._fetch_one(plan.ref, plan.files[0], progress, offline, record=plan.details)
         plan.revision = entry.sha256
         install_zipball(
             self.store.abspath(entry.path), Path(str(plan.sdk_cache)), self.store.tmp_dir

@@ -203,12 +203,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """``modelhub rm REF``: remove the model and the files only it owns."""
+    """``modelhub rm REF``: remove the model and the files only it owns.
+
+    Refuses (exit 1) a model whose files other manifests list too, unless ``--force``.
+    """
+    from ..errors import StoreConflictError
     from ..pipeline import as_ref
+    from ..store.usage import shared_files
 
     ref = as_ref(args.ref)
     store = Store()
     with store.lock(ref):
+        shared = shared_files(store, store.require(ref)) if not args.force else {}
+        if shared:
+            rel, refs = next(iter(shared.items()))
+            raise StoreConflictError(
+                f"{ref} shares {len(shared)} file(s) with other models (e.g. {rel} with "
+                f"{', '.join(refs)}); use --force to remove it anyway (shared files stay)"
+            )
         removed = store.remove(ref)
     for rel in removed:
         _out(str(store.root / rel))

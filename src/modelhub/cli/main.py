@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rm", help="remove a model (and only it)")
     p.add_argument("ref", metavar="REF")
+    p.add_argument(
+        "--force", action="store_true", help="remove it even if another model shares its files"
+    )
 
     p = sub.add_parser("import", help="put local files into the store as REF")
     p.add_argument("src", metavar="PATH")
@@ -98,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="store to serve (default: $MODELHUB_PATH)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+
+    from . import manage
+
+    manage.add_parsers(sub)
     return parser
 
 
@@ -113,9 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if args.quiet:
         os.environ["MODELHUB_QUIET"] = "1"
-    from . import commands
+    from . import commands, manage
 
-    handler: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.command}")
+    name = f"cmd_{args.command}"
+    handler: Callable[[argparse.Namespace], int] = getattr(commands, name, None) or getattr(
+        manage, name
+    )
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -1,0 +1,446 @@
+"""Sub-commands for sets of models and the store as a whole: sync, du, gc, view, outdated."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EXIT_OK
+from .commands import _err, _out, human_size
+
+if TYPE_CHECKING:
+    from ..outdated import UpstreamStatus
+    from ..store.usage import GcPlan
+    from ..sync import SyncEvent, SyncReport, SyncResult
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``sync``, ``du``, ``gc``, ``view`` and ``outdated`` on ``sub``."""
+    p = sub.add_parser("sync", help="pull a set of models (modelhub.toml) and write modelhub.lock")
+    p.add_argument(
+        "file", nargs="?", default="modelhub.toml", metavar="FILE", help="default: modelhub.toml"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--locked", action="store_true", help="install exactly modelhub.lock (exit 5 on change)"
+    )
+    mode.add_argument("--update", action="store_true", help="re-resolve every model upstream")
+    mode.add_argument(
+        "--check", action="store_true", help="only ask upstream whether the lock is outdated"
+    )
+    p.add_argument("--jobs", "-j", type=int, default=0, help="models pulled in parallel")
+    p.add_argument("--offline", action="store_true", help="never use the network")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    p = sub.add_parser("du", help="disk usage per framework and per model")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("gc", help="remove temporary leftovers, orphaned files, unlocked models")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p.add_argument(
+        "--keep-lock", metavar="FILE", help="also remove every model not in this modelhub.lock"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("view", help="open a model in the netron viewer (127.0.0.1)")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    p.add_argument("--original", action="store_true", help="the original, not the staged file")
+
+    p = sub.add_parser("outdated", help="list pulled models that changed upstream")
+    p.add_argument("refs", nargs="*", metavar="REF", help="default: every model in the store")
+    p.add_argument("--jobs", "-j", type=int, default=0, help="hubs asked in parallel")
+    p.add_argument("--json", action="store_true")
+
+
+def _quiet() -> bool:
+    return os.environ.get("MODELHUB_QUIET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _one_line(exc: BaseException) -> str:
+    if os.environ.get("MODELHUB_DEBUG", "").strip() in ("1", "true", "yes"):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    from ..errors import ModelhubError
+
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return message if isinstance(exc, ModelhubError) else f"{type(exc).__name__}: {message}"
+
+
+def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# --- sync ---------------------------------------------------------------------------------------
+def _model_size(result: SyncResult) -> int:
+    manifest = result.manifest
+    if manifest is None:
+        return 0
+    sizes = {f.path: f.size for f in manifest.files} | {s.path: s.size for s in manifest.staged}
+    return sum(sizes.values())
+
+
+def _parity(result: SyncResult) -> str:
+    manifest = result.manifest
+    diffs = [
+        float(s.parity["max_abs_diff"])
+        for s in (manifest.staged if manifest else [])
+        if s.parity and s.parity.get("max_abs_diff") is not None
+    ]
+    return f"{max(diffs):.1e}" if diffs else "-"
+
+
+def _staged(result: SyncResult) -> str:
+    manifest = result.manifest
+    return ",".join(sorted({s.format for s in manifest.staged})) if manifest else ""
+
+
+class _Progress:
+    """Progress on stderr: one line per model as it finishes, and an overall bar that a
+    terminal redraws in place (on a pipe: the per-model lines and a final count only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.done = self.failed = 0
+        self.running: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.tty and total:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                self._bar()
+
+    def _bar(self) -> None:
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        names = ", ".join(list(self.running.values())[:2])
+        extra = f" +{len(self.running) - 2}" if len(self.running) > 2 else ""
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+            f"{f', {self.failed} failed' if self.failed else ''}"
+            f"  {time.monotonic() - self.started:5.1f} s"
+            f"{f'  {names}{extra}' if names else ''}"
+        )
+        columns = 120
+        with contextlib.suppress(OSError):
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        if columns < 20:  # unknown (0) or absurd: do not cut the line to nothing
+            columns = 120
+        sys.stderr.write("\r\x1b[2K" + line[: columns - 1])
+        sys.stderr.flush()
+
+    def __call__(self, event: SyncEvent) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            result = event.result
+            name = result.spec.name
+            if event.kind == "start":
+                self.running[event.index] = name
+            elif event.kind == "phase":
+                self.running[event.index] = f"{name} ({event.phase})"
+            elif event.kind == "done":
+                self.running.pop(event.index, None)
+                self.done += 1
+                self.failed += result.failed
+                if self.tty:
+                    sys.stderr.write("\r\x1b[2K")
+                sys.stderr.write(self._line(event) + "\n")
+            if self.tty:
+                self._bar()
+            sys.stderr.flush()
+
+    def _line(self, event: SyncEvent) -> str:
+        result = event.result
+        width = len(str(event.total))
+        head = f"[{self.done:>{width}}/{event.total}] {result.status:<6} {result.spec.name}"
+        if result.failed and result.error is not None:
+            return f"{head}: {_one_line(result.error)}"
+        return f"{head}  {human_size(_model_size(result))}  {result.seconds:.2f} s"
+
+    def close(self, report: SyncReport | None) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K")
+        if report is not None:
+            ok = len(report.results) - len(report.failed)
+            sys.stderr.write(
+                f"synced {ok}/{len(report.results)} models in {report.seconds:.1f} s"
+                f"{f', {len(report.failed)} failed' if report.failed else ''}"
+                f"; {report.lock_path} {'written' if report.lock_written else 'unchanged'}"
+                f"{' (not written: --locked)' if report.mode == 'locked' else ''}\n"
+            )
+        sys.stderr.flush()
+
+
+def _result_doc(result: SyncResult) -> dict[str, Any]:
+    manifest = result.manifest
+    return {
+        "ref": result.spec.name,
+        "status": result.status,
+        "revision": manifest.revision if manifest else None,
+        "size": _model_size(result),
+        "staged": [
+            {"format": s.format, "path": s.path, "parity": s.parity}
+            for s in (manifest.staged if manifest else [])
+        ],
+        "seconds": round(result.seconds, 3),
+        "error": " ".join(str(result.error).split()) if result.error is not None else None,
+        "exit_code": result.exit_code,
+    }
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``modelhub sync [FILE]``: pull the set, write the lock, print a summary table."""
+    from .. import sync as syncmod
+
+    if args.check:
+        return _print_statuses(syncmod.check(args.file, jobs=args.jobs or None), args.json)
+    mode = "locked" if args.locked else "update" if args.update else "sync"
+    specs = syncmod.load_specs(args.file)
+    progress = _Progress(len(specs), enabled=not _quiet())
+    report = None
+    try:
+        report = syncmod.sync(
+            args.file,
+            mode=mode,
+            jobs=args.jobs or None,
+            offline=True if args.offline else None,
+            on_event=progress,
+        )
+    finally:
+        progress.close(report)
+    if args.json:
+        _out(
+            json.dumps(
+                {
+                    "file": str(report.path),
+                    "lock": str(report.lock_path),
+                    "lock_written": report.lock_written,
+                    "mode": report.mode,
+                    "seconds": round(report.seconds, 3),
+                    "failed": len(report.failed),
+                    "exit_code": report.exit_code,
+                    "models": [_result_doc(r) for r in report.results],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        rows = [("MODEL", "STATUS", "REVISION", "SIZE", "STAGED", "PARITY", "TIME")]
+        for r in report.results:
+            revision = r.manifest.revision[:12] if r.manifest else "-"
+            size = human_size(_model_size(r)) if r.manifest else "-"
+            rows.append(
+                (
+                    r.spec.name,
+                    r.status,
+                    revision,
+                    size,
+                    _staged(r) or "-",
+                    _parity(r),
+                    f"{r.seconds:.2f} s",
+                )
+            )
+        _out(_table(rows, right=(3, 6)))
+    for r in report.failed:
+        assert r.error is not None
+        _err(f"modelhub: error: {r.spec.name}: {_one_line(r.error)}")
+    return report.exit_code
+
+
+# --- outdated -----------------------------------------------------------------------------------
+def _print_statuses(statuses: list[UpstreamStatus], as_json: bool) -> int:
+    from ..outdated import exit_code
+
+    code = exit_code(statuses)
+    if as_json:
+        _out(
+            json.dumps(
+                {"exit_code": code, "models": [s.as_dict() for s in statuses]},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return code
+    shown = [s for s in statuses if s.state != "current"]
+    if shown:
+        rows = [("MODEL", "STATE", "RECORDED", "UPSTREAM", "HOW")]
+        for s in shown:
+            rows.append((s.ref, s.state, _abbrev(s.recorded), _abbrev(s.current), s.how or "-"))
+        _out(_table(rows))
+    for s in shown:
+        if s.state in ("unreachable", "error", "unknown", "missing") and s.message:
+            _err(f"modelhub: {s.state}: {s.ref}: {s.message}")
+    changed = sum(s.changed for s in statuses)
+    _err(
+        f"{changed} of {len(statuses)} model(s) changed upstream"
+        + (
+            f", {sum(s.state == 'unreachable' for s in statuses)} unreachable"
+            if any(s.state == "unreachable" for s in statuses)
+            else ""
+        )
+    )
+    return code
+
+
+def _abbrev(value: str | None) -> str:
+    if not value:
+        return "-"
+    return value[:12] if len(value) in (40, 64) else value
+
+
+def cmd_outdated(args: argparse.Namespace) -> int:
+    """``modelhub outdated [REF...]``: 1 if any changed upstream, 6 if a hub is unreachable."""
+    from ..outdated import check_store
+
+    return _print_statuses(check_store(args.refs, jobs=args.jobs or None), args.json)
+
+
+# --- du and gc ----------------------------------------------------------------------------------
+def cmd_du(args: argparse.Namespace) -> int:
+    """``modelhub du``: sizes per framework and per model (hard links counted once)."""
+    from ..store import Store
+    from ..store.usage import disk_usage
+
+    usage = disk_usage(Store())
+    if args.json:
+        _out(json.dumps(usage.as_dict(), indent=2, sort_keys=True))
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [("FOLDER", "FILES", "SIZE")]
+    rows += [(f.name, str(f.files), human_size(f.bytes)) for f in usage.folders]
+    rows.append(("total", "", human_size(usage.total)))
+    lines = [_table(rows, right=(1, 2))]
+    notes = ["hard links counted once"]
+    if usage.linked_outside:
+        notes.append(f"{human_size(usage.linked_outside)} of it also linked from SDK caches")
+    lines.append(f"({'; '.join(notes)})")
+    if usage.unowned_files:
+        lines.append(
+            f"unowned: {usage.unowned_files} file(s), {human_size(usage.unowned_bytes)} "
+            "(modelhub gc removes them)"
+        )
+    if usage.models:
+        rows = [("MODEL", "FRAMEWORK", "FILES", "SIZE", "STORED", "SHARED")]
+        rows += [
+            (
+                m.ref,
+                m.framework,
+                str(m.files),
+                human_size(m.size),
+                human_size(m.stored),
+                human_size(m.shared),
+            )
+            for m in usage.models
+        ]
+        lines += ["", _table(rows, right=(2, 3, 4, 5))]
+    _out("\n".join(lines))
+    return EXIT_OK
+
+
+def _plan_lines(plan: GcPlan, verb: str) -> list[str]:
+    lines = []
+    for item in plan.items:
+        what = f"{item.path} ({item.ref})" if item.ref else item.path
+        lines.append(f"{verb} {item.kind:<6} {human_size(item.bytes):>10}  {what}")
+    return lines
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``modelhub gc``: print what would be freed, then free it (unless ``--dry-run``)."""
+    from ..errors import NotFoundError
+    from ..store import Store
+    from ..store.usage import plan_gc, run_gc
+    from ..sync import read_lock
+
+    store = Store()
+    keep: set[str] | None = None
+    if args.keep_lock:
+        lock = read_lock(args.keep_lock)
+        if lock is None:
+            raise NotFoundError(f"no lock file at {args.keep_lock}")
+        keep = set(lock)
+    plan = plan_gc(store, keep)
+    if args.json and args.dry_run:
+        _out(json.dumps({"dry_run": True, **plan.as_dict()}, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not args.json:
+        verb = "would remove" if args.dry_run else "removing"
+        for line in _plan_lines(plan, verb):
+            _err(line)
+        for rel, why in plan.kept:
+            _err(f"keeping {rel}: {why}")
+        total = f"{human_size(plan.bytes)} in {len(plan.items)} item(s)"
+        _err(f"{'would free' if args.dry_run else 'freeing'} {total}")
+    if args.dry_run:
+        return EXIT_OK
+    result = run_gc(store, plan)
+    for item, why in result.skipped:
+        _err(f"skipped {item.path}: {why}")
+    if args.json:
+        doc = {
+            "dry_run": False,
+            **plan.as_dict(),
+            "removed": [i.as_dict() for i in result.removed],
+            "skipped": [{**i.as_dict(), "why": why} for i, why in result.skipped],
+            "freed": result.bytes,
+        }
+        _out(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _out(f"freed {human_size(result.bytes)} ({len(result.removed)} item(s))")
+    return EXIT_OK
+
+
+# --- view ---------------------------------------------------------------------------------------
+def cmd_view(args: argparse.Namespace) -> int:
+    """``modelhub view REF``: serve the model with netron on 127.0.0.1; print the URL."""
+    from .. import viewer
+    from ..pipeline import as_ref, pull
+    from ..store import Store
+
+    store = Store()
+    ref = as_ref(args.ref)
+    manifest = store.manifest(ref)
+    if manifest is None:
+        manifest = pull(ref, store=store).manifest
+    path = viewer.artifact(store, manifest, original=args.original)
+    view = viewer.start(path, port=args.port, browse=not args.no_browser)
+    _out(view.url)
+    _err(f"modelhub: netron shows {path} at {view.url} (Ctrl-C to stop)")
+    try:
+        view.wait()
+    except KeyboardInterrupt:
+        view.stop()
+    return EXIT_OK
+
+
+__all__ = ["add_parsers", "cmd_du", "cmd_gc", "cmd_outdated", "cmd_sync", "cmd_view"]

@@ -132,8 +132,9 @@ class OnnxZooHub(ModelHub):
     ) -> Plan:
         """Find ``ref`` in the zoo manifest (cached copy first, one refresh if not found)."""
         opset = int(ref.revision) if ref.revision else None
-        cached = self._cache_file().is_file()
-        entries = self.zoo_manifest(offline=offline)
+        force = bool((options or {}).get("force")) and not offline  # --force: re-read the zoo
+        cached = self._cache_file().is_file() and not force
+        entries = self.zoo_manifest(offline=offline, refresh=force)
         entry = select(entries, ref.name, opset)
         if entry is None and cached and not offline:
             entries = self.zoo_manifest(refresh=True)

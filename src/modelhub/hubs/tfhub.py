@@ -136,6 +136,7 @@ class TFHubHub(ModelHub):
                 "handle": handle,
                 "folder": layout.model_dir(ref),
                 "storage": opts.get("storage", "uncompressed"),
+                "_force": bool(opts.get("force")),
             },
         )
 
@@ -145,14 +146,17 @@ class TFHubHub(ModelHub):
         """Fill (or reuse) tensorflow_hub's cache, then enter the model into the store."""
         module_dir = Path(str(plan.sdk_cache))
         archive: FileEntry | None = None
-        plan.details["cache_hit"] = _is_complete(module_dir)
+        force = bool(plan.details.pop("_force", False))  # --force: the cache may be stale
+        plan.details["cache_hit"] = not force and _is_complete(module_dir)
         if not plan.details["cache_hit"]:
             if offline:
                 raise OfflineError(f"offline: {plan.ref} is not in the TF Hub cache {module_dir}")
             archive = self._fetch_one(
                 plan.ref, plan.files[0], progress, offline, record=plan.details
             )
-            self._install(self.store.abspath(archive.path), module_dir, plan.details["handle"])
+            self._install(
+                self.store.abspath(archive.path), module_dir, plan.details["handle"], force
+            )
         folder = plan.details["folder"]
         files = [p for p in sorted(module_dir.rglob("*")) if p.is_file()]
         if not files:
@@ -175,9 +179,9 @@ class TFHubHub(ModelHub):
             plan.details.pop("folder", None)  # no folder in the store: the archive is the model
         return entries
 
-    def _install(self, archive: Path, module_dir: Path, handle: str) -> None:
+    def _install(self, archive: Path, module_dir: Path, handle: str, force: bool = False) -> None:
         with tfhub_lock(module_dir, handle) as needed:
-            if not needed:
+            if not (needed or force):
                 return
             tmp = module_dir.with_name(f"{module_dir.name}.{uuid.uuid4().hex}.tmp")
             try:

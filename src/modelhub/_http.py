@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import hashlib
 import http.client
+import mmap
 import os
 import queue
 import random
@@ -40,8 +41,12 @@ USER_AGENT = "modelhub/0.1 (python http.client)"
 MiB = 2**20
 BUF_SIZE = 4 * MiB  # prefix re-hash buffer
 READ_STEP = 1 * MiB  # bytes per readinto: bounds what an exception mid-read can make us re-fetch
-WRITE_STEP = int(os.environ.get("WS", 1024)) * 1024  # bytes per os.write
+WRITE_STEP = 1 * MiB  # bytes per os.write (see Sink._write)
 WRITEBACK_STEP = 64 * MiB  # start writeback of the part file every this many bytes
+DIRECT_ALIGN = 4096  # O_DIRECT offset/length/address alignment that every local fs accepts
+DIRECT_STEP = 2 * MiB  # bytes per O_DIRECT write (measured: 2 MiB beats 8 MiB by ~40% here)
+# Local block filesystems where O_DIRECT is both supported and fast (not NFS, overlay, tmpfs).
+_DIRECT_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -433,15 +438,51 @@ def strong_etag(etag: str | None) -> str | None:
     return etag if etag and not etag.startswith("W/") else None
 
 
+def make_bar(progress: bool | None, desc: str | None, url: str, initial: int) -> Any:
+    """A tqdm bar on stderr (bytes), or None: shown when asked, or on a TTY unless quiet."""
+    from modelhub.config import settings
+
+    cfg = settings()
+    if progress is None:
+        try:
+            progress = not cfg.quiet and sys.stderr is not None and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            progress = False
+    if not progress:
+        return None
+    from tqdm import tqdm  # lazy: only needed when a bar is shown; plain text bar on stderr
+
+    name = desc or redact(url).rstrip("/").rsplit("/", 1)[-1]
+    return tqdm(
+        total=None,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        file=sys.stderr,
+        leave=True,
+        dynamic_ncols=True,
+    )
+
+
+def remove_files(*paths: Path) -> None:
+    """Unlink each path that exists."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 # --- the hash + write stage of download_file ---------------------------------------------------
 class Sink:
     """Hash then write filled buffers, in file order, into the part file.
 
     Two threads form a pipeline behind the receiver: one hashes each buffer, then hands it to one
-    that writes it (and kicks off writeback early so the final fsync has little left to do). The
-    receiver goes on filling the next buffer meanwhile; hashlib, os.write and socket reads all
-    release the GIL, so the three stages overlap on separate cores. The file is always a
-    contiguous prefix of the content, which keeps resume trivial.
+    that writes it (O_DIRECT for large files, see use_direct; otherwise through the page cache,
+    kicking off writeback early so the final fsync has little left to do). The receiver goes on
+    filling the next buffer meanwhile; hashlib, os.pwrite and socket reads all release the GIL,
+    so the stages overlap on separate cores. Hashing and writing stay in file order, so the file
+    is always a contiguous prefix of the content, which keeps resume trivial.
     """
 
     def __init__(self, fd: int, path: Path, prefix: int, bar: Any) -> None:
@@ -454,8 +495,10 @@ class Sink:
         self.error: BaseException | None = None
         self.hash_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.write_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.written = prefix
+        self.written = prefix  # file offset of the next write
         self.synced = prefix  # writeback already started up to here
+        self.direct = False  # set by use_direct(); read by the writer thread
+        self.dfd = -1  # the O_DIRECT descriptor, opened by the writer on first use
         self.threads = [
             threading.Thread(target=self._hasher, name="modelhub-hash", daemon=True),
             threading.Thread(target=self._writer, name="modelhub-write", daemon=True),
@@ -463,7 +506,17 @@ class Sink:
         for t in self.threads:
             t.start()
 
-    def submit(self, buf: bytearray, n: int, release: queue.Queue[bytearray]) -> None:
+    def use_direct(self) -> None:
+        """Write aligned blocks with O_DIRECT from now on (large files on local filesystems).
+
+        The device then reads our buffers by DMA: no copy into the page cache, no page cache
+        to allocate and write back (measured here: about 0.3 to 1.4 CPU-seconds per GiB saved,
+        on a 2-core machine where the sha256 alone takes 0.6), and a large download does not
+        evict what else is cached. Unaligned pieces (the tail) still go through the page cache.
+        """
+        self.direct = hasattr(os, "O_DIRECT")
+
+    def submit(self, buf: mmap.mmap, n: int, release: queue.Queue[mmap.mmap]) -> None:
         """Queue ``buf[:n]``; the buffer goes back to ``release`` once written."""
         if self.error is not None:
             release.put(buf)
@@ -489,7 +542,7 @@ class Sink:
         self._join()
         if self.error is not None:
             raise self.error
-        os.fsync(self.fd)
+        os.fsync(self.fd)  # data (also what O_DIRECT wrote: device cache flush) + metadata
         return self.hash.hexdigest(), self.size
 
     def abort(self) -> None:
@@ -500,6 +553,9 @@ class Sink:
         self.hash_q.put(("stop",))
         for t in self.threads:
             t.join(timeout)
+        if self.dfd >= 0 and not self.threads[1].is_alive():
+            os.close(self.dfd)
+            self.dfd = -1
 
     def _hash_prefix(self) -> None:
         # Bytes from an earlier process: hashed once, before anything new is appended.
@@ -548,7 +604,6 @@ class Sink:
                 elif msg[0] == "reset":
                     try:
                         os.ftruncate(self.fd, 0)
-                        os.lseek(self.fd, 0, os.SEEK_SET)
                         self.written = self.synced = 0
                         if self.bar is not None:
                             self.bar.reset(total=self.bar.total)
@@ -560,20 +615,70 @@ class Sink:
                 self.error = exc
 
     def _write(self, mv: memoryview) -> None:
-        done, n = 0, len(mv)
+        n, off, done = len(mv), self.written, 0
+        if self.direct and off % DIRECT_ALIGN == 0 and n >= DIRECT_ALIGN:
+            # Buffers are page-aligned mmaps and chunks are MiB multiples, so everything but
+            # the file's tail (or what follows an odd-sized piece after a dropped connection)
+            # qualifies.
+            aligned = n - n % DIRECT_ALIGN
+            try:
+                if self.dfd < 0:
+                    self.dfd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                while done < aligned:
+                    piece = mv[done : min(aligned, done + DIRECT_STEP)]
+                    done += os.pwrite(self.dfd, piece, off + done)
+            except OSError:
+                self.direct = False  # not supported here after all: the page cache it is
         while done < n:
             # Bounded writes: the page cache sizes its folios after the write, and very large
             # folios are much dearer to allocate (measured: 4 MiB writes cost 3-5x the kernel
             # time of 1 MiB writes for the same bytes).
-            done += os.write(self.fd, mv[done : done + WRITE_STEP])
+            done += os.pwrite(self.fd, mv[done : done + WRITE_STEP], off + done)
         self.written += n
         if self.bar is not None:
             self.bar.update(n)
-        if self.written - self.synced >= WRITEBACK_STEP:
+        if not self.direct and self.written - self.synced >= WRITEBACK_STEP:
             # Start writeback now so the final fsync does not wait for a whole file of dirty
             # pages: the disk works while we receive and hash.
             start_writeback(self.fd, self.synced, self.written - self.synced)
             self.synced = self.written
+
+
+def alloc_buffer(size: int) -> mmap.mmap:
+    """A receive buffer: anonymous memory, page-aligned (O_DIRECT can DMA from it) and zeroed
+    lazily by the kernel (no up-front memset of every page)."""
+    buf = mmap.mmap(-1, size)
+    if size >= 2 * MiB and hasattr(mmap, "MADV_HUGEPAGE"):
+        # Huge pages where the kernel allows them: fewer page faults and TLB misses while the
+        # kernel copies socket data in and sha256 reads it back.
+        with contextlib.suppress(OSError):
+            buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
+
+
+def direct_io_ok(path: Path) -> bool:
+    """True when ``path``'s folder is on a local block filesystem where O_DIRECT is fast.
+
+    Network (NFS, CIFS), overlay and memory filesystems keep the page cache: O_DIRECT there is
+    unsupported or synchronous round trips.
+    """
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    target = os.path.realpath(path.parent)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, fstype = mnt, fields[2]
+    except OSError:
+        return False
+    return fstype in _DIRECT_FS
 
 
 _sync_file_range: Callable[[int, int, int, int], int] | None = None

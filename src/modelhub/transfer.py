@@ -9,12 +9,11 @@ library only, so the behaviour is the same everywhere and fully under our contro
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
+import mmap
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,16 +30,20 @@ from modelhub._http import (
     MiB,
     Retryable,
     Sink,
+    alloc_buffer,
     backoff_delay,
     classify_os_error,
+    direct_io_ok,
     drain_and_release,
     header_dict,
+    make_bar,
     parse_content_range,
     parse_retry_after,
     parse_url,
     read_into,
     redact,
     redirect_target,
+    remove_files,
     same_origin,
     strong_etag,
 )
@@ -60,9 +63,10 @@ from modelhub.errors import (
 __all__ = ["Download", "Response", "download_file", "fetch", "parse_retry_after"]
 
 BUF_SIZE = 4 * MiB  # single-connection receive buffers (readinto target, then hashed + written)
-SINGLE_BUFFERS = int(os.environ.get("NB", 4))  # receive / hash / write can each hold one, plus one spare
+SINGLE_BUFFERS = 8  # in flight between receive, hash and write: absorbs stalls in any stage
 CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
+DIRECT_MIN = 64 * MiB  # files this large bypass the page cache on local filesystems
 MAX_WORKERS = 16
 MAX_WINDOW = 12  # chunks in memory at most (~96 MiB) unless more workers than that
 MAX_RESTARTS = 3  # the file changed under us this often: give up
@@ -306,7 +310,8 @@ class _Job:
         self.resp: http.client.HTTPResponse | None = None
         self.resp_end: int | None = None  # offset where the current response ends (None: EOF)
         self.parallel_first = False
-        self.buffers: queue.Queue[bytearray] | None = None
+        self.buffers: queue.Queue[mmap.mmap] | None = None
+        self.direct_ok: bool | None = None  # O_DIRECT suits the part's filesystem (lazy)
         self.sink: Sink
 
     # - resume bookkeeping -
@@ -444,6 +449,11 @@ class _Job:
         if (self.etag, self.last_modified, self.size) != (etag, modified, total):
             self.etag, self.last_modified, self.size = etag, modified, total
             self.write_sidecar()
+        if total is not None and total >= DIRECT_MIN and not self.sink.direct:
+            if self.direct_ok is None:
+                self.direct_ok = direct_io_ok(self.part)
+            if self.direct_ok:
+                self.sink.use_direct()
         if self.bar is not None and total is not None and self.bar.total != total:
             self.bar.total = total
             self.bar.refresh()
@@ -463,7 +473,7 @@ class _Job:
         if self.buffers is None:
             self.buffers = queue.Queue()
             for _ in range(SINGLE_BUFFERS):
-                self.buffers.put(bytearray(BUF_SIZE))
+                self.buffers.put(alloc_buffer(BUF_SIZE))
         conn, resp, end = self.conn, self.resp, self.resp_end
         assert conn is not None and resp is not None
         while end is None or self.offset < end:
@@ -499,10 +509,10 @@ class _Job:
         workers = min(self.connections, nchunks, MAX_WORKERS)
         # Bounded window: chunks being fetched + fetched-but-not-written. Caps memory.
         window = min(nchunks, max(workers + 1, min(2 * workers, MAX_WINDOW)))
-        pool: queue.Queue[bytearray] = queue.Queue()
+        pool: queue.Queue[mmap.mmap] = queue.Queue()
         for _ in range(window):
-            pool.put(bytearray(CHUNK_SIZE))
-        done: dict[int, tuple[bytearray, int]] = {}
+            pool.put(alloc_buffer(CHUNK_SIZE))
+        done: dict[int, tuple[mmap.mmap, int]] = {}
         errors: list[BaseException] = []
         cond = threading.Condition()
         stop = threading.Event()
@@ -513,7 +523,7 @@ class _Job:
         self.conn = self.resp = None
         self.parallel_first = False
 
-        def take_buffer() -> bytearray | None:
+        def take_buffer() -> mmap.mmap | None:
             while not stop.is_set():
                 try:
                     return pool.get(timeout=0.2)
@@ -616,55 +626,23 @@ class _Job:
                 state["conn"], state["resp"] = c, r
             c, r = state["conn"], state["resp"]
             active[w] = c
-            while got < len(mv):
-                n, err = read_into(r, mv[got:])
-                got += n
-                fetched[w] += n
-                if err is not None or (n == 0 and got < len(mv)):
-                    c.close()
-                    state["conn"] = state["resp"] = None
-                    if err is not None:
-                        raise classify_os_error(err, parse_url(self.final_url), False)
-                    raise Retryable(f"connection closed mid-chunk: {redact(self.final_url)}")
-                if r.isclosed() and got < len(mv):  # a shorter range than asked: ask again
-                    POOL.put(c, r)
-                    state["conn"] = state["resp"] = None
-                    return attempt()
+            n, err = read_into(r, mv[got:])
+            got += n
+            fetched[w] += n
+            if err is None and got < len(mv) and r.isclosed() and not r.length:
+                POOL.put(c, r)  # the server sent a shorter range than asked: ask for the rest
+                state["conn"] = state["resp"] = None
+                return attempt()
+            if err is not None or got < len(mv):
+                c.close()
+                state["conn"] = state["resp"] = None
+                if err is not None:
+                    raise classify_os_error(err, parse_url(self.final_url), False)
+                raise Retryable(f"connection closed mid-chunk: {redact(self.final_url)}")
             POOL.put(c, r)
             return got
 
         return self.session.run(attempt, progress=lambda: got, stop=stop)
-
-
-def _make_bar(progress: bool | None, desc: str | None, url: str, initial: int) -> Any:
-    cfg = settings()
-    if progress is None:
-        try:
-            progress = not cfg.quiet and sys.stderr is not None and sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            progress = False
-    if not progress:
-        return None
-    from tqdm import tqdm  # lazy: only needed when a bar is shown; plain text bar on stderr
-
-    name = desc or redact(url).rstrip("/").rsplit("/", 1)[-1]
-    return tqdm(
-        total=None,
-        initial=initial,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=name,
-        file=sys.stderr,
-        leave=True,
-        dynamic_ncols=True,
-    )
-
-
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def download_file(
@@ -685,7 +663,8 @@ def download_file(
     (``<part>.json``) is gone; the caller renames the part into place. A part + sidecar left by
     an interrupted process is resumed (``Range`` + ``If-Range``) when the validator still
     matches; otherwise the download restarts from 0. Large files (>= 32 MiB, ranges supported)
-    are fetched over ``connections`` keep-alive connections (default: settings().connections).
+    are fetched over ``connections`` keep-alive connections (default: settings().connections);
+    from 64 MiB on a local filesystem they are written with O_DIRECT (no page-cache copy).
 
     Raises HashMismatchError / SizeMismatchError (part removed), AuthError, ModelNotFoundError,
     HTTPStatusError, OfflineError, TransferTimeoutError or NetworkError (part kept for resume).
@@ -697,13 +676,12 @@ def download_file(
     job = _Job(session, part_path, expected_size, nconn, None)
     prefix = job.prepare_resume()
     if not prefix:
-        _remove(job.sidecar)
+        remove_files(job.sidecar)
     job.offset = job.resumed_from = prefix
-    bar = job.bar = _make_bar(progress, desc, url, prefix)
+    bar = job.bar = make_bar(progress, desc, url, prefix)
     fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         os.ftruncate(fd, prefix)
-        os.lseek(fd, prefix, os.SEEK_SET)
         job.sink = Sink(fd, part_path, prefix, bar)
         try:
             job.transfer()
@@ -719,24 +697,24 @@ def download_file(
         # A network failure keeps the prefix + sidecar for a later resume; anything else means
         # the bytes are useless or wrong.
         if not isinstance(exc, (NetworkError, KeyboardInterrupt)):
-            _remove(part_path, job.sidecar)
+            remove_files(part_path, job.sidecar)
         raise
     os.close(fd)
     if bar is not None:
         bar.close()
     for expected in (expected_size, job.size):
         if expected is not None and size != expected:
-            _remove(part_path, job.sidecar)
+            remove_files(part_path, job.sidecar)
             raise SizeMismatchError(
                 f"size mismatch for {redact(url)}: expected {expected} bytes, got {size}"
             )
     if expected_sha256 is not None and digest != expected_sha256.strip().lower():
-        _remove(part_path, job.sidecar)
+        remove_files(part_path, job.sidecar)
         raise HashMismatchError(
             f"sha256 mismatch for {redact(url)}: expected {expected_sha256.strip()[:16]}..., "
             f"got {digest[:16]}..."
         )
-    _remove(job.sidecar)
+    remove_files(job.sidecar)
     return Download(
         sha256=digest,
         size=size,

@@ -149,7 +149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if parsed is None:
                 self._reply(416, {"Content-Range": f"bytes */{entry.size}"})
                 return
-            if parsed != "ignore":
+            if isinstance(parsed, tuple):
                 start, end, status = parsed[0], parsed[1], 206
         hdrs = {
             "Content-Type": "application/octet-stream",
@@ -210,10 +210,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         f.seek(start)
                         pos = start
                         while pos < limit:
-                            piece = f.read(min(_STEP, limit - pos))
-                            self.wfile.write(piece.translate(_FLIP))
-                            pos += len(piece)
-                            sent += len(piece)
+                            block = f.read(min(_STEP, limit - pos))
+                            self.wfile.write(block.translate(_FLIP))
+                            pos += len(block)
+                            sent += len(block)
                     elif limit > start:
                         sent = self.connection.sendfile(f, start, limit - start)
         except OSError:

@@ -74,7 +74,7 @@ def test_verify_catches_corruption(zoo, store_root: Path) -> None:
 def test_errors_are_one_line_with_exit_codes(zoo) -> None:
     cases = [
         (("pull", "onnx:../../etc/passwd"), 2, "invalid reference"),
-        (("pull", "keras:ResNet50"), 2, "not supported yet"),
+        (("pull", "keras:resnet50"), 3, "did you mean ResNet50"),
         (("pull", "onnx:no-such-model"), 3, "no model 'no-such-model'"),
         (("path", "onnx:tiny-mlp"), 3, "not in the store"),
         (("info", "onnx:tiny-mlp"), 3, "not in the store"),

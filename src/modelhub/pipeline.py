@@ -128,7 +128,7 @@ def pull(
     hub = get_hub(mref.hub, st)
     fmt = _stage_for(hub, mref, stage)
     offline = settings().offline if offline is None else offline
-    request = StageRequest(fmt, dict(options or {}))
+    request = StageRequest(fmt, dict(options or {}), auto=stage == "auto")
     auto = _stage_for(hub, mref, "auto")
 
     opts = dict(options or {})
@@ -170,7 +170,8 @@ def _restage(
     hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest, store: Store
 ) -> Model:
     staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
-    keep = [s for s in manifest.staged if s.format != request.fmt]
+    replaced = {request.fmt, *(s.format for s in staged)}
+    keep = [s for s in manifest.staged if s.format not in replaced]
     manifest = dataclasses.replace(manifest, staged=staged + keep)
     store.write_manifest(manifest, ref)
     return Model(ref, manifest, store)
@@ -190,7 +191,8 @@ def stage_existing(
     fmt = _stage_for(hub, mref, stage)
     with st.lock(mref):
         manifest = st.require(mref)
-        return _restage(hub, mref, manifest, StageRequest(fmt, dict(options or {})), st)
+        request = StageRequest(fmt, dict(options or {}), auto=stage == "auto")
+        return _restage(hub, mref, manifest, request, st)
 
 
 def path(ref: str | ModelRef, *, store: Store | None = None) -> Path:
@@ -206,8 +208,9 @@ def path(ref: str | ModelRef, *, store: Store | None = None) -> Path:
 def load(ref: str | ModelRef, *, store: Store | None = None, **pull_kwargs: Any) -> Any:
     """Pull (if needed) and open ``ref``.
 
-    Returns an onnxruntime session for ONNX, a callable over the frozen graph for ``pb``, and
-    the artifact's path (e.g. a Hugging Face snapshot folder) for anything else.
+    Returns an onnxruntime session for ONNX, a callable over the frozen graph for ``pb``, a
+    Keras model for ``h5``/``keras``, and the artifact's path (e.g. a Hugging Face snapshot
+    folder) for anything else.
     """
     model = pull(ref, store=store, **pull_kwargs)
     fmt = model.manifest.staged[0].format if model.manifest.staged else None
@@ -216,6 +219,10 @@ def load(ref: str | ModelRef, *, store: Store | None = None, **pull_kwargs: Any)
 
         details = model.manifest.staged[0].details
         return FrozenGraph(model.path, details["input_map"], details["output_map"])
+    if fmt in ("h5", "keras"):
+        from .staging.keras_h5 import load_keras_model
+
+        return load_keras_model(model.path)
     if fmt == "onnx" or model.path.suffix == ".onnx":
         import onnxruntime
 

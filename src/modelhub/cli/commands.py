@@ -52,6 +52,8 @@ def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
         options["signature"] = args.signature
     if args.input_shape:
         options["input_shape"] = args.input_shape
+    if args.alpha is not None:
+        options["alpha"] = args.alpha
     if args.trust:
         options["trust"] = True
     return options

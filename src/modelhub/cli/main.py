@@ -52,7 +52,12 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--task", help="model head to export with --stage onnx (hf:)")
     p.add_argument("--signature", help="SavedModel signature to freeze (default serving_default)")
-    p.add_argument("--input-shape", metavar="N,C,H,W", help="example input shape for export")
+    p.add_argument(
+        "--input-shape",
+        metavar="SHAPE",
+        help="example input shape: N,C,H,W for torch export, H,W,C for keras: applications",
+    )
+    p.add_argument("--alpha", type=float, help="width multiplier of a keras: MobileNet")
     p.add_argument(
         "--trust", action="store_true", help="allow running a torch.hub repository's hubconf.py"
     )

@@ -17,11 +17,10 @@ _REGISTRY: dict[str, str] = {
     "torch": "modelhub.hubs.torch_hub:TorchHub",
     "tfhub": "modelhub.hubs.tfhub:TFHubHub",
     "kaggle": "modelhub.hubs.tfhub:KaggleHub",
+    "keras": "modelhub.hubs.keras_apps:KerasHub",
 }
 
-_PLANNED = {
-    "keras": "Keras Applications",
-}
+_PLANNED: dict[str, str] = {}
 
 
 def get_hub(name: str, store: Store | None = None) -> ModelHub:

@@ -71,6 +71,8 @@ class StageRequest:
 
     fmt: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``fmt`` came from ``--stage auto``: a hub may then keep a file it cannot stage as it is.
+    auto: bool = False
 
 
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"

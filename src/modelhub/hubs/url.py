@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UnsupportedError
 from ..refs import ModelRef, url_basename
-from ..store import Manifest, StagedEntry, layout
+from ..store import FileEntry, Manifest, StagedEntry, layout
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 
@@ -18,7 +18,7 @@ class UrlHub(ModelHub):
     name = "url"
     framework_name = "other"
     default_stage = "auto"
-    stages = ("none", "onnx")
+    stages = ("none", "onnx", "h5", "keras", "pb")
 
     @property
     def hub_url(self) -> str:
@@ -45,10 +45,28 @@ class UrlHub(ModelHub):
             details=details,
         )
 
+    def fetch(
+        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+    ) -> list[FileEntry]:
+        """The file; a Keras file holding weights only gets a note (it cannot be staged)."""
+        files = super().fetch(plan, progress=progress, offline=offline)
+        if layout.framework_for(plan.ref) == "keras":
+            from ..staging.keras_h5 import weights_only_note
+
+            note = weights_only_note(self.store.abspath(files[0].path))
+            if note:
+                plan.details["note"] = note
+                plan.details["weights_only"] = True
+        return files
+
     @staticmethod
     def auto_stage(ref: ModelRef) -> str:
-        """The stage ``auto`` means for this file: validate ONNX files, keep the rest."""
-        return "onnx" if url_basename(ref.name).lower().endswith(".onnx") else "none"
+        """The stage ``auto`` means for this file: validate ONNX files, Keras files to full
+        ``.h5`` models, keep the rest."""
+        name = url_basename(ref.name).lower()
+        if name.endswith(".onnx"):
+            return "onnx"
+        return "h5" if name.endswith((".h5", ".hdf5", ".keras")) else "none"
 
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """``onnx`` validates an ONNX file; other formats arrive with their frameworks' hubs."""
@@ -66,4 +84,10 @@ class UrlHub(ModelHub):
                     "stored as it is; staging needs torch:NAME or a TorchScript file"
                 )
             return [export_torchscript(self.store, ref, manifest, request.options)]
+        if request.fmt in ("h5", "keras", "pb") and manifest.framework == "keras":
+            if manifest.details.get("weights_only") and request.auto:
+                return []  # stored as it is; details["note"] says why
+            from ..staging.keras_h5 import stage_url_keras
+
+            return [stage_url_keras(self.store, ref, manifest, request.options, request.fmt)]
         return super().stage(ref, manifest, request)

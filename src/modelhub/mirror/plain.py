@@ -4,8 +4,9 @@
   ``torch.hub.load_state_dict_from_url(check_hash=True)`` checks the sha256 prefix in the name).
 - ``/torch/github/{owner}/{repo}/zipball/{ref}``: the zipball a torch.hub manifest recorded
   (``details["zipball"]``).
-- ``/keras/tensorflow/keras-applications/{family}/{file}``: ``keras/{file}`` of any manifest
-  (storage.googleapis.com layout; ``keras.utils.get_file(file_hash=...)`` checks it).
+- ``/keras/tensorflow/keras-applications/{family}/{file}`` and ``/keras/keras-applications/{file}``
+  (EfficientNetB0–B7): ``keras/{file}`` of any manifest (storage.googleapis.com layout;
+  ``keras.utils.get_file(file_hash=...)`` checks it).
 - ``/omnihub/{framework}/{name...}``: the store file ``{framework}/{name...}`` (DL4J
   ``OmniHubUtils`` remote layout: a plain GET of the store path).
 """
@@ -30,6 +31,7 @@ class PlainRoutes:
         app.router.add_get("/torch/models/{tail:.*}", self.torch_weights)
         app.router.add_get("/torch/github/{tail:.*}", self.zipball)
         app.router.add_get("/keras/tensorflow/keras-applications/{tail:.*}", self.keras)
+        app.router.add_get("/keras/keras-applications/{tail:.*}", self.keras_flat)
         app.router.add_get("/omnihub/{tail:.*}", self.omnihub)
 
     async def _send(self, request: web.Request, served: ServedFile | None) -> web.StreamResponse:
@@ -61,6 +63,14 @@ class PlainRoutes:
             return not_found()
         snap = await self.index.snapshot()
         return await self._send(request, snap.by_rel.get(f"keras/{parts[1]}"))
+
+    async def keras_flat(self, request: web.Request) -> web.StreamResponse:
+        """``/keras/keras-applications/{file}`` (the origin EfficientNetB0–B7 use)."""
+        parts = segments(request.raw_path, 2)
+        if parts is None or len(parts) != 1:
+            return not_found()
+        snap = await self.index.snapshot()
+        return await self._send(request, snap.by_rel.get(f"keras/{parts[0]}"))
 
     async def omnihub(self, request: web.Request) -> web.StreamResponse:
         """``/omnihub/{framework}/{name...}``."""

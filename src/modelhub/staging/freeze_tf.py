@@ -93,15 +93,37 @@ def check_flat(graph_def: Any) -> None:
         )
 
 
+@contextlib.contextmanager
+def plain_graphs() -> Iterator[Any]:
+    """Run graphs as written in the block, without grappler's rewrites; yield a matching
+    ``ConfigProto`` for ``tf.compat.v1.Session``.
+
+    Parity runs each graph once on a small batch: grappler optimising a large graph first
+    costs more than the run (and a plain run is what a GraphDef importer reproduces).
+    """
+    import tensorflow as tf
+
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    saved = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield config
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": bool(saved.get("disable_meta_optimizer", False))}
+        )
+
+
 def run_frozen(graph_bytes: bytes, feeds: Mapping[str, Any], outputs: list[str]) -> list[Any]:
     """Run a frozen GraphDef in a fresh graph and session (as an importer would)."""
     import tensorflow as tf
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(graph_bytes)
-    with tf.Graph().as_default() as graph:
+    with tf.Graph().as_default() as graph, plain_graphs() as config:
         tf.compat.v1.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=graph) as sess:
+        with tf.compat.v1.Session(graph=graph, config=config) as sess:
             return list(sess.run(outputs, feed_dict=dict(feeds)))
 
 
@@ -132,7 +154,8 @@ def _freeze_tf2(
         input_keys[key] = match[0].name if match else placeholders[len(input_keys)].name
     out_keys = sorted(fn.structured_outputs)
     outputs = {key: t.name for key, t in zip(out_keys, frozen.outputs, strict=True)}
-    reference = fn(**{k: tf.constant(v) for k, v in feeds_by_key.items()})
+    with plain_graphs():
+        reference = fn(**{k: tf.constant(v) for k, v in feeds_by_key.items()})
     ref_values = {k: reference[k].numpy() for k in out_keys}
     del loaded
     return graph_def, input_keys, outputs, feeds_by_key, ref_values

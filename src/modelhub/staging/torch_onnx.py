@@ -77,6 +77,15 @@ def export_module(
     names = list(inputs)
     args = tuple(inputs[n] for n in names)
     large = _param_bytes(module) > TWO_GB
+    # The exporter runs the module on ``inputs`` while tracing: keep those outputs as the
+    # reference rather than paying for the same forward pass again (a ScriptModule is not
+    # traced, and any other count of calls falls back to a fresh run).
+    traced: list[Any] = []
+    hook = (
+        None
+        if isinstance(module, torch.jit.ScriptModule)
+        else module.register_forward_hook(lambda _m, _i, out: traced.append(out))
+    )
     try:
         with quiet_stdout(), torch.no_grad():
             torch.onnx.export(
@@ -95,6 +104,9 @@ def export_module(
         target.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"{what}: torch.onnx.export failed: {first}") from None
+    finally:
+        if hook is not None:
+            hook.remove()
     try:
         model = onnx.load(str(target), load_external_data=False)
         got = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -106,9 +118,12 @@ def export_module(
             str(target), options, providers=["CPUExecutionProvider"]
         )
         worst: dict[str, Any] | None = None
-        for feed in [inputs, *check_inputs]:
-            with torch.no_grad():
-                expected = module(*(feed[n] for n in names))
+        for i, feed in enumerate([inputs, *check_inputs]):
+            if i == 0 and len(traced) == 1:
+                expected = traced[0]
+            else:
+                with torch.no_grad():
+                    expected = module(*(feed[n] for n in names))
             if isinstance(expected, torch.Tensor):
                 expected = (expected,)
             reference = [t.detach().cpu().numpy() for t in expected]

@@ -177,7 +177,7 @@ def _stage_onnx(
     staged: _Staged, src: Path, ref: ModelRef, filename: str
 ) -> tuple[StagedEntry, dict[str, Any]]:
     """Copy an ONNX model (and its external data) and validate the copy."""
-    from .staging.onnx_check import CONVERTER, validate_onnx
+    from .hubs.onnx_zoo import validate_entry
 
     _check_not_pointer(src, src.name)
     rel = layout.file_path(ref, filename)
@@ -194,24 +194,12 @@ def _stage_onnx(
         side_tmp = model_dir / location
         side_sha, side_size = _copy_hashing(sidecar, side_tmp)
         staged.files[layout.file_path(ref, location)] = (side_tmp, side_sha, side_size)
-    info = validate_onnx(model_tmp)
-    entry = StagedEntry(
-        path=rel,
-        format="onnx",
-        sha256=sha,
-        size=size,
-        converter=CONVERTER,
-        versions=info.versions,
-        inputs=info.inputs,
-        outputs=info.outputs,
-        parity=None,
-        details={"opset": info.opset, "ir_version": info.ir_version, "io_ports": info.io_ports},
-    )
+    entry = validate_entry(model_tmp, rel, sha, size)
     details = {
         "model": ref.name if ref.hub == "onnx" else PurePosixPath(filename).stem,
         "model_path": rel.removeprefix("onnx/"),
-        "opset": info.opset,
-        "io_ports": info.io_ports,
+        "opset": entry.details["opset"],
+        "io_ports": entry.details["io_ports"],
     }
     return entry, details
 

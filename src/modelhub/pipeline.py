@@ -20,6 +20,19 @@ from .store import Manifest, Store
 from .store.layout import framework_for
 from .store.manifest import utc_now
 
+# The extra that brings each framework module a conversion may import.
+_EXTRAS = {
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "numpy": "onnx",
+    "torch": "torch",
+    "torchvision": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+    "h5py": "tensorflow",
+    "transformers": "hf",
+}
+
 STAGES = ("auto", "none", "onnx", "pb", "h5", "keras", "savedmodel")
 STORAGES = ("compressed", "uncompressed")
 
@@ -169,7 +182,14 @@ def pull(
 def _restage(
     hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest, store: Store
 ) -> Model:
-    staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
+    try:
+        staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
+    except ModuleNotFoundError as exc:  # a framework extra is not installed
+        extra = _EXTRAS.get((exc.name or "").split(".")[0], "all")
+        raise UsageError(
+            f"staging {ref} to {request.fmt} needs {exc.name}: pip install 'modelhub[{extra}]' "
+            "(or pull with --stage none)"
+        ) from None
     replaced = {request.fmt, *(s.format for s in staged)}
     keep = [s for s in manifest.staged if s.format not in replaced]
     manifest = dataclasses.replace(manifest, staged=staged + keep)

@@ -146,6 +146,14 @@ def import_keras() -> Any:
     """
     if "keras" in sys.modules:
         return sys.modules["keras"]
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        from ..errors import UsageError
+
+        raise UsageError(
+            "keras: models need Keras and TensorFlow: pip install 'modelhub[tensorflow]'"
+        )
     with _muted_stderr_fd():
         import keras
 

@@ -27,7 +27,7 @@ from .tfhub import SavedModelRoutes
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i"'
 INDEX_KEY = web.AppKey("modelhub_index", StoreIndex)
 # Every request seen, as (method, path with query): how tests prove a cache hit made none.
-REQUESTS_KEY = web.AppKey("modelhub_requests", list)
+REQUESTS_KEY = web.AppKey("modelhub_requests", list[tuple[str, str]])
 
 log = logging.getLogger("modelhub.mirror")
 
@@ -162,7 +162,8 @@ class BackgroundMirror:
     @property
     def requests(self) -> list[tuple[str, str]]:
         """(method, path?query) of every request served so far."""
-        return list(self.app[REQUESTS_KEY])
+        seen: list[tuple[str, str]] = self.app[REQUESTS_KEY]
+        return seen.copy()
 
     def _run(self) -> None:
         async def main() -> None:

@@ -65,12 +65,12 @@ def _sha256_hex(data: bytes) -> str:
     """sha256 without importing hashlib when possible: hashlib loads OpenSSL (~2 ms), which the
     CLI's cache-hit path cannot spare; CPython's built-in sha256 gives the same digest."""
     try:
-        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
+        from _sha2 import sha256  # CPython >= 3.12
     except ImportError:
         try:
-            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # 3.11
+            from _sha256 import sha256  # 3.11
         except ImportError:
-            from hashlib import sha256  # type: ignore[assignment]
+            from hashlib import sha256
     return str(sha256(data).hexdigest())
 
 

@@ -72,6 +72,7 @@ class Settings:
     retries: int
     connections: int
     hf_token: str | None
+    remote: str | None = None
 
     def hub_url(self, hub: str) -> str:
         """Return the base URL for ``hub`` (no trailing slash)."""
@@ -112,4 +113,5 @@ def settings() -> Settings:
         retries=_int("MODELHUB_RETRIES", 5),
         connections=max(1, _int("MODELHUB_CONNECTIONS", 4)),
         hf_token=token,
+        remote=os.environ.get("MODELHUB_REMOTE", "").strip() or None,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import settings
 from .errors import UnsupportedError, UsageError
@@ -19,6 +19,9 @@ from .refs import ModelRef, parse
 from .store import Manifest, Store
 from .store.layout import framework_for
 from .store.manifest import utc_now
+
+if TYPE_CHECKING:
+    from .remote import RemoteStore
 
 # The extra that brings each framework module a conversion may import.
 _EXTRAS = {
@@ -124,11 +127,14 @@ def pull(
     store: Store | None = None,
     progress: bool | None = None,
     options: dict[str, Any] | None = None,
+    remote: str | RemoteStore | None = None,
 ) -> Model:
     """Pull ``ref`` into the store and stage it; return the :class:`Model`.
 
-    A model already present with the wanted stage is returned with no network access. Raises
-    the typed errors of :mod:`modelhub.errors` (each with its exit code).
+    A model already present with the wanted stage is returned with no network access. Else
+    ``remote`` (an ``s3://`` URL or a RemoteStore; default ``$MODELHUB_REMOTE``, ``""`` for
+    none) is looked up before the hub, and a model pulled from the hub is published to it.
+    Raises the typed errors of :mod:`modelhub.errors` (each with its exit code).
     """
     if storage not in STORAGES:
         raise UsageError(f"unknown storage {storage!r}; expected compressed or uncompressed")
@@ -160,6 +166,13 @@ def pull(
                 and _files_present(st, found)
             ):
                 return _restage(hub, mref, found, request, st)
+        shared = _remote_for(remote, offline)
+        if shared is not None and found is None and not force:
+            fetched = shared.fetch_model(mref, st, progress=progress)
+            if fetched is not None and _satisfied(hub, fetched, "none", storage, sha256, opts):
+                if _satisfied(hub, fetched, fmt, storage, sha256, opts):
+                    return Model(mref, fetched, st)
+                return _restage(hub, mref, fetched, request, st)
         fetch_options = {**(options or {}), "sha256": sha256, "force": force, "storage": storage}
         plan = hub.resolve(mref, offline=offline, options=fetch_options)
         files = hub.fetch(plan, progress=progress, offline=offline)
@@ -176,7 +189,25 @@ def pull(
             created=utc_now(),
             details={**plan.details, "auto_stage": auto},
         )
-        return _restage(hub, mref, manifest, request, st)
+        model = _restage(hub, mref, manifest, request, st)
+        if shared is not None:
+            shared.publish_model(mref, st)
+        return model
+
+
+def _remote_for(remote: str | RemoteStore | None, offline: bool) -> RemoteStore | None:
+    """The shared store to use: ``remote``, else ``$MODELHUB_REMOTE``; none when offline."""
+    if offline:
+        return None
+    if remote is None:
+        remote = settings().remote
+    if not remote:
+        return None
+    if isinstance(remote, str):
+        from .remote import RemoteStore
+
+        return RemoteStore(remote)
+    return remote
 
 
 def _restage(

@@ -77,6 +77,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             sha256=args.sha256,
             store=store,
             options=_pull_options(args),
+            remote=args.remote,
         )
 
     jobs = args.jobs if args.jobs > 0 else min(4, len(refs))
@@ -161,7 +162,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``modelhub list``: every model in the store."""
+    """``modelhub list``: every model in the store (``--remote``: in the shared store)."""
+    if args.remote is not None:
+        return _list_remote(args)
     store = Store()
     manifests = [m for _, m in store.manifests()]
     if args.json:
@@ -179,6 +182,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
         _out("  ".join([*cells, row[-1]]))
+    return EXIT_OK
+
+
+def _list_remote(args: argparse.Namespace) -> int:
+    from ..remote import remote_store
+
+    shared = remote_store(args.remote)
+    manifests = shared.list_models()
+    if args.json:
+        docs = [{**asdict(m), "url": f"{shared.url}/{m.primary_path}"} for m in manifests]
+        _out(json.dumps(docs, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not manifests:
+        _err(f"the remote store at {shared.url} is empty")
+    for m in manifests:
+        size = human_size(sum(f.size for f in m.files))
+        staged = ",".join(sorted({s.format for s in m.staged})) or "-"
+        _out(f"{m.ref}  {m.framework}  {size}  {staged}  {shared.url}/{m.primary_path}")
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """``modelhub push REF...``: publish models from the store to the shared store."""
+    from ..pipeline import as_ref
+    from ..remote import remote_store
+
+    shared = remote_store(args.remote)
+    store = Store()
+    for text in args.refs:
+        ref = as_ref(text)
+        with store.lock(ref):
+            done = shared.publish_model(ref, store)
+        _out(shared.manifest_url(ref))
+        how = f"published ({len(done.uploaded)} object(s) uploaded)" if done.created else "present"
+        _err(f"modelhub: {ref}: {how} on {shared.url}")
     return EXIT_OK
 
 
@@ -252,6 +290,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``modelhub serve``: the store as a mirror of every hub (blocks until interrupted)."""
     from ..mirror import serve
 
+    if args.root and args.root.startswith("s3://"):
+        from ..remote import remote_store
+
+        store = Store()
+        count = len(remote_store(args.root).mirror_into(store))
+        _err(f"modelhub: {count} model(s) of {args.root} are in {store.root}")
+        args.root = str(store.root)
     root = Path(args.root).expanduser().absolute() if args.root else Store().root
 
     def ready(url: str) -> None:

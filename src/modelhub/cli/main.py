@@ -61,6 +61,7 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--trust", action="store_true", help="allow running a torch.hub repository's hubconf.py"
     )
+    p.add_argument("--remote", metavar="URL", help="shared s3:// store (default: $MODELHUB_REMOTE)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list everything in the store")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--remote", nargs="?", const="", metavar="URL", help="list the shared s3:// store instead"
+    )
+
+    p = sub.add_parser("push", help="publish models from the store to the shared s3:// store")
+    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument(
+        "--remote", metavar="URL", help="s3://BUCKET[/PREFIX] (default: $MODELHUB_REMOTE)"
+    )
 
     p = sub.add_parser("verify", help="re-hash models against their manifests")
     p.add_argument("refs", nargs="*", metavar="REF")
@@ -103,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing entry")
 
     p = sub.add_parser("serve", help="serve the store as a mirror of every hub")
-    p.add_argument("--root", help="store to serve (default: $MODELHUB_PATH)")
+    p.add_argument("--root", help="store to serve: a folder or s3://... (default: $MODELHUB_PATH)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
 

@@ -38,6 +38,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--jobs", "-j", type=int, default=0, help="models pulled in parallel")
     p.add_argument("--offline", action="store_true", help="never use the network")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--remote",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="pull through, and publish every model to, the shared s3:// store "
+        "(default: $MODELHUB_REMOTE)",
+    )
 
     p = sub.add_parser("du", help="disk usage per framework and per model")
     p.add_argument("--json", action="store_true")
@@ -225,6 +233,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.check:
         return _print_statuses(syncmod.check(args.file, jobs=args.jobs or None), args.json)
     mode = "locked" if args.locked else "update" if args.update else "sync"
+    shared = None
+    if args.remote is not None:
+        from ..remote import remote_store
+
+        shared = remote_store(args.remote or None)
+        os.environ["MODELHUB_REMOTE"] = shared.url  # every pull looks there before the hub
     specs = syncmod.load_specs(args.file)
     progress = _Progress(len(specs), enabled=not _quiet())
     report = None
@@ -275,6 +289,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for r in report.failed:
         assert r.error is not None
         _err(f"modelhub: error: {r.spec.name}: {_one_line(r.error)}")
+    if shared is not None:
+        from ..store import Store
+
+        store = Store()
+        for r in report.results:
+            if r.manifest is not None and not r.failed:
+                with store.lock(r.spec.ref):
+                    done = shared.publish_model(r.spec.ref, store)
+                how = "published" if done.created else "present"
+                _err(f"modelhub: {r.spec.name}: {how} on {shared.url}")
     return report.exit_code
 
 

@@ -52,6 +52,9 @@ def extract_tar(
     dest.mkdir(parents=True)
     total = 0
     count = 0
+    # A compressed archive may expand MAX_RATIO times its size (weights barely compress; a
+    # bomb of zeros expands ~1000×), with a floor so that tiny archives are not judged by ratio.
+    max_bytes = min(max_bytes, max(MAX_RATIO * src.stat().st_size, 16 * 2**20))
     try:
         with tarfile.open(src, mode="r|*") as tar:
             for member in tar:

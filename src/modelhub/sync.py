@@ -347,7 +347,7 @@ def _entry(doc: Any, where: str) -> LockEntry:
             staged=staged,
             upstream=upstream,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise IntegrityError(f"{where}: malformed entry ({exc})") from None
 
 
@@ -360,9 +360,11 @@ def read_lock(path: Path) -> dict[str, LockEntry] | None:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{path}: not a modelhub lock (not UTF-8: {exc})") from None
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise IntegrityError(f"{path}: not a modelhub lock (invalid JSON: {exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
         raise IntegrityError(f"{path}: not a modelhub lock (no 'models' list)")

@@ -20,6 +20,7 @@ named by it); other files (small git files on the Hub) are hashed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,7 @@ from typing import Any
 from ..config import settings
 from ..errors import (
     AuthError,
+    HashMismatchError,
     IntegrityError,
     ModelhubError,
     ModelNotFoundError,
@@ -120,6 +122,10 @@ def _map_error(exc: Exception, ref: ModelRef, endpoint: str, *, offline: bool) -
     """Turn a huggingface_hub exception into modelhub's typed error (one line, no token)."""
     from huggingface_hub import errors as hf_errors
 
+    if type(exc) is ValueError and isinstance(exc.__cause__, Exception):
+        # hf_hub_download(force_download=True) wraps the real failure in
+        # "Force download failed due to the above error."
+        return _map_error(exc.__cause__, ref, endpoint, offline=offline)
     status = _status(exc)
     if isinstance(exc, hf_errors.GatedRepoError):
         if status == 403 or _has_token():
@@ -161,6 +167,8 @@ def _map_error(exc: Exception, ref: ModelRef, endpoint: str, *, offline: bool) -
         if status in (401, 403):
             return AuthError(f"{ref}: access denied by {endpoint} (HTTP {status}); {TOKEN_HINT}")
         return NetworkError(f"{ref}: {endpoint} answered HTTP {status}: {_first_line(exc)}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ModelhubError(f"{ref}: no space left on device for the HF cache {hf_cache_dir()}")
     if isinstance(exc, OSError | ConnectionError | TimeoutError) or _is_transport_error(exc):
         return NetworkError(f"cannot reach {endpoint} for {ref}: {type(exc).__name__}")
     return ModelhubError(f"{ref}: {type(exc).__name__}: {_first_line(exc)}")
@@ -339,8 +347,11 @@ class HuggingFaceHub(ModelHub):
         folder = plan.details["folder"]
         entries = []
         used: set[str] = set()
+        verify = not plan.details.get("cache_hit")  # bytes the SDK fetched in this pull
         for name in names:
-            entry, how = self._link_one(plan.ref, snapshot, name, listing, f"{folder}/{name}")
+            entry, how = self._link_one(
+                plan.ref, snapshot, name, listing, f"{folder}/{name}", verify=verify
+            )
             used.add(how)
             entries.append(entry)
         plan.details["link_modes"] = sorted(used)
@@ -354,6 +365,7 @@ class HuggingFaceHub(ModelHub):
         name: str,
         listing: Mapping[str, Any] | None,
         rel: str,
+        verify: bool = False,
     ) -> tuple[FileEntry, str]:
         path = snapshot / name
         if not path.is_file():
@@ -371,6 +383,17 @@ class HuggingFaceHub(ModelHub):
         if not (isinstance(sha, str) and _is_sha256(sha)):
             # No LFS sha256 listed: a blob is named by its ETag, the sha256 for LFS files.
             sha = blob.name if _is_sha256(blob.name) else sha256_file(blob)[0]
+        elif verify:
+            # huggingface_hub checks sizes only: a body corrupted in transit would otherwise be
+            # recorded under the sha256 the Hub listed.
+            actual = sha256_file(blob)[0]
+            if actual != sha:
+                blob.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+                raise HashMismatchError(
+                    f"{ref}: {name} arrived with sha256 {actual[:16]}…, the Hub lists "
+                    f"{sha[:16]}…; the corrupt copy was removed from the HF cache, pull again"
+                )
         return self.store.link_in(blob, rel, ref, sha)
 
     def _drop_stale(self, ref: ModelRef, keep: set[str]) -> None:

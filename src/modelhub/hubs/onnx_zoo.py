@@ -59,7 +59,7 @@ def parse_zoo_manifest(data: bytes) -> list[dict[str, Any]]:
     """
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise IntegrityError(f"{MANIFEST_NAME} is not valid JSON: {exc}") from None
     if not isinstance(doc, list):
         raise IntegrityError(f"{MANIFEST_NAME} is not a JSON list")

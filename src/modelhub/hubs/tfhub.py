@@ -48,12 +48,27 @@ def _is_complete(module_dir: Path) -> bool:
     return module_dir.is_dir() and any(module_dir.iterdir())
 
 
+def _owner_dead(lock: Path) -> bool:
+    """True when ``lock`` names a process of this host that no longer runs (killed)."""
+    try:
+        host, pid, _ = lock.read_text(encoding="utf-8").rsplit(".", 2)
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def tfhub_lock(module_dir: Path, handle_url: str) -> Iterator[bool]:
     """Hold tensorflow_hub's lock file for ``module_dir``; yields False if it appeared meanwhile.
 
     Same protocol as tensorflow_hub: an exclusively created ``<dir>.lock`` whose owner removes it;
-    a waiter gives up on a lock whose owner made no progress for ``LOCK_TIMEOUT`` seconds.
+    a waiter gives up on a lock whose owner made no progress for ``LOCK_TIMEOUT`` seconds, or at
+    once when the lock names a process of this host that is gone (killed mid-extraction).
     """
     lock = module_dir.with_name(module_dir.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +81,7 @@ def tfhub_lock(module_dir: Path, handle_url: str) -> Iterator[bool]:
             if _is_complete(module_dir):
                 yield False
                 return
-            if time.monotonic() - waited_since > LOCK_TIMEOUT:
+            if _owner_dead(lock) or time.monotonic() - waited_since > LOCK_TIMEOUT:
                 lock.unlink(missing_ok=True)  # the owner died: revoke, as tensorflow_hub does
             time.sleep(0.2)
             continue
@@ -154,9 +169,14 @@ class TFHubHub(ModelHub):
             archive = self._fetch_one(
                 plan.ref, plan.files[0], progress, offline, record=plan.details
             )
-            self._install(
-                self.store.abspath(archive.path), module_dir, plan.details["handle"], force
-            )
+            try:
+                self._install(
+                    self.store.abspath(archive.path), module_dir, plan.details["handle"], force
+                )
+            except BaseException:
+                # Not a usable archive: it must not stay under its final name unlisted.
+                self.store.abspath(archive.path).unlink(missing_ok=True)
+                raise
         folder = plan.details["folder"]
         files = [p for p in sorted(module_dir.rglob("*")) if p.is_file()]
         if not files:

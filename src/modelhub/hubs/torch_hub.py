@@ -246,9 +246,13 @@ class TorchHub(ModelHub):
         """The zipball into the store, extracted safely into torch.hub's own cache layout."""
         entry = self._fetch_one(plan.ref, plan.files[0], progress, offline, record=plan.details)
         plan.revision = entry.sha256
-        install_zipball(
-            self.store.abspath(entry.path), Path(str(plan.sdk_cache)), self.store.tmp_dir
-        )
+        try:
+            install_zipball(
+                self.store.abspath(entry.path), Path(str(plan.sdk_cache)), self.store.tmp_dir
+            )
+        except BaseException:
+            self.store.abspath(entry.path).unlink(missing_ok=True)
+            raise
         return [entry]
 
     # --- staging -------------------------------------------------------------------------------

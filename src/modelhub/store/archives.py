@@ -8,6 +8,7 @@ written, header sizes are not trusted). Tar uses the stdlib ``data`` filter on t
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import stat
 import tarfile
@@ -52,11 +53,19 @@ def extract_tar(
     dest.mkdir(parents=True)
     total = 0
     count = 0
-    # A compressed archive may expand MAX_RATIO times its size (weights barely compress; a
-    # bomb of zeros expands ~1000×), with a floor so that tiny archives are not judged by ratio.
-    max_bytes = min(max_bytes, max(MAX_RATIO * src.stat().st_size, 16 * 2**20))
     try:
-        with tarfile.open(src, mode="r|*") as tar:
+        # A compressed archive may expand MAX_RATIO times its size (weights barely compress; a
+        # bomb of zeros expands ~1000×), with a floor so that tiny archives are not judged by
+        # ratio.
+        max_bytes = min(max_bytes, max(MAX_RATIO * src.stat().st_size, 16 * 2**20))
+        with open(src, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        # gzip through GzipFile, read to its end below: tarfile's stream mode never checks the
+        # gzip trailer (CRC32 + length), so a corrupted byte would land in the extracted model.
+        with (
+            gzip.open(src, "rb") if gzipped else open(src, "rb") as stream,
+            tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar,
+        ):
             for member in tar:
                 count += 1
                 if count > max_members:
@@ -64,8 +73,9 @@ def extract_tar(
                 _check_name(member.name, shown)
                 if member.isdev() or member.isfifo():
                     raise ArchiveError(f"{shown}: member {member.name!r} is a device or FIFO")
-                if (member.issym() or member.islnk()) and not _link_stays_inside(
-                    member.name if member.issym() else "x", member.linkname
+                if (member.issym() or member.islnk()) and not (
+                    member.linkname
+                    and _link_stays_inside(member.name if member.issym() else "x", member.linkname)
                 ):
                     raise ArchiveError(f"{shown}: link {member.name!r} points outside the archive")
                 total += max(member.size, 0)
@@ -75,13 +85,17 @@ def extract_tar(
                         "decompression bomb)"
                     )
                 tar.extract(member, dest, filter="data")
+            while gzipped and stream.read(1 << 20):
+                pass
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     except tarfile.FilterError as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{shown}: unsafe member refused: {exc}") from None
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+    except (tarfile.TarError, EOFError, OSError, KeyError, RecursionError, zlib_error()) as exc:
+        # KeyError: a hard link to a member that is not in the archive; RecursionError: tarfile
+        # copying a link it cannot create from a target that resolves to itself.
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{shown}: not a readable tar archive: {exc}") from None
 

@@ -115,7 +115,7 @@ class Manifest:
         """Parse and validate a manifest document. Raises IntegrityError when malformed."""
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise IntegrityError(f"manifest is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise IntegrityError("manifest is not a JSON object")
@@ -157,5 +157,5 @@ class Manifest:
                 created=str(doc["created"]),
                 details=dict(doc.get("details") or {}),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise IntegrityError(f"manifest is missing or mistypes a field: {exc}") from None

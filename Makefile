@@ -18,6 +18,8 @@ EXTRAS ?= dev,all
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
+# The full extras are ~8 GB (torch's CUDA build); a wheel cache would double that on disk.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: help venv models test demo bench lint clean
 

@@ -265,6 +265,10 @@ def test_locked_and_check_catch_changed_upstream(
     assert lock_file.read_bytes() == lock_bytes  # --locked never writes the lock
     # Nothing of the changed url: file was kept: its download was checked against the lock.
     assert not (Path(os.environ["MODELHUB_PATH"]) / "tensorflow" / "u1.tflite").exists()
+    # Nor any other model the lock does not vouch for; the others are installed.
+    fresh = Store(Path(os.environ["MODELHUB_PATH"]))
+    assert [ref for ref in changed if fresh.manifest(parse(ref)) is not None] == []
+    assert all(fresh.manifest(parse(m["ref"])) for m in doc["models"] if m["ref"] not in changed)
 
     # A plain sync on this machine fails the same way (the lock pins); --update accepts.
     assert main(["sync", str(toml)]) == 5

@@ -529,6 +529,21 @@ class _Syncer:
         pinned = _url_sha(entry)
         if before is not None and not entry.differences(before, staged=False):
             manifest = self._pull(spec, sha256=pinned)  # a cache hit unless a stage is missing
+        elif before is None:
+            # Nothing local to protect: pull, then hold the result against the lock (as pip's
+            # hash-checking mode does). Asking upstream first would cost every model of a
+            # fresh node its metadata round trips twice.
+            self.event("phase", index, result, "pulling")
+            manifest = self._pull(spec, sha256=pinned)
+            problems = entry.differences(manifest)
+            if problems:
+                with self.store.lock(spec.ref):
+                    self.store.remove(spec.ref)  # keep nothing the lock does not vouch for
+                raise LockMismatchError(
+                    f"{spec.name}: upstream no longer serves the locked revision "
+                    f"({_describe(problems)}); run `modelhub sync --update` to accept it"
+                )
+            return manifest
         else:
             self.event("phase", index, result, "checking upstream")
             status = _upstream_status(self.store, entry)
@@ -543,10 +558,7 @@ class _Syncer:
             manifest = self._pull(spec, force=before is not None, sha256=pinned)
         problems = entry.differences(manifest)
         if problems:
-            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise LockMismatchError(
-                f"{spec.name} differs from the lock: {'; '.join(problems[:3])}{more}"
-            )
+            raise LockMismatchError(f"{spec.name} differs from the lock: {_describe(problems)}")
         return manifest
 
     def _update(self, index: int, result: SyncResult, before: Manifest | None) -> Manifest:
@@ -575,6 +587,11 @@ class _Syncer:
                 f"the old version, kept by the SDK's cache{where}; remove that and sync again"
             )
         return manifest
+
+
+def _describe(problems: list[str]) -> str:
+    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
 
 
 def _url_sha(entry: LockEntry) -> str | None:

@@ -20,7 +20,9 @@ from ..refs import ModelRef, is_name, url_basename
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
 if TYPE_CHECKING:  # pathlib is imported lazily: `modelhub path` must start fast
+    from collections.abc import Callable
     from pathlib import Path, PurePosixPath
+    from typing import Any
 
 META_DIR = ".modelhub"
 MANIFESTS = f"{META_DIR}/manifests"
@@ -61,17 +63,24 @@ OTHER_FRAMEWORK = "other"
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
+_SHA256: Callable[[bytes], Any] | None = None
+
+
 def _sha256_hex(data: bytes) -> str:
     """sha256 without importing hashlib when possible: hashlib loads OpenSSL (~2 ms), which the
-    CLI's cache-hit path cannot spare; CPython's built-in sha256 gives the same digest."""
-    try:
-        from _sha2 import sha256  # CPython >= 3.12
-    except ImportError:
+    CLI's cache-hit path cannot spare; CPython's built-in sha256 gives the same digest. The
+    constructor is looked up once: a failed import searches all of sys.path every time."""
+    global _SHA256
+    if _SHA256 is None:
         try:
-            from _sha256 import sha256  # 3.11
+            from _sha2 import sha256  # CPython >= 3.12
         except ImportError:
-            from hashlib import sha256
-    return str(sha256(data).hexdigest())
+            try:
+                from _sha256 import sha256  # 3.11
+            except ImportError:
+                from hashlib import sha256
+        _SHA256 = sha256
+    return str(_SHA256(data).hexdigest())
 
 
 def framework_for_filename(name: str) -> str:

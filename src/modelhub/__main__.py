@@ -2,4 +2,6 @@
 
 from .cli.main import main
 
-raise SystemExit(main())
+# Guarded: worker processes (modelhub.stager) import the main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from .store.manifest import utc_now
 
 if TYPE_CHECKING:
     from .remote import RemoteStore
+    from .stager import ProcessStager
 
 # The extra that brings each framework module a conversion may import.
 _EXTRAS = {
@@ -128,12 +129,15 @@ def pull(
     progress: bool | None = None,
     options: dict[str, Any] | None = None,
     remote: str | RemoteStore | None = None,
+    stager: ProcessStager | None = None,
 ) -> Model:
     """Pull ``ref`` into the store and stage it; return the :class:`Model`.
 
     A model already present with the wanted stage is returned with no network access. Else
     ``remote`` (an ``s3://`` URL or a RemoteStore; default ``$MODELHUB_REMOTE``, ``""`` for
     none) is looked up before the hub, and a model pulled from the hub is published to it.
+    ``stager`` runs conversions (``hub.converts``) in worker processes (see
+    :mod:`modelhub.stager`); default, and for cheap checks: in this thread.
     Raises the typed errors of :mod:`modelhub.errors` (each with its exit code).
     """
     if storage not in STORAGES:
@@ -165,14 +169,14 @@ def pull(
                 and _satisfied(hub, found, "none", storage, sha256, opts)
                 and _files_present(st, found)
             ):
-                return _restage(hub, mref, found, request, st)
+                return _restage(hub, mref, found, request, st, stager)
         shared = _remote_for(remote, offline)
         if shared is not None and found is None and not force:
             fetched = shared.fetch_model(mref, st, progress=progress)
             if fetched is not None and _satisfied(hub, fetched, "none", storage, sha256, opts):
                 if _satisfied(hub, fetched, fmt, storage, sha256, opts):
                     return Model(mref, fetched, st)
-                return _restage(hub, mref, fetched, request, st)
+                return _restage(hub, mref, fetched, request, st, stager)
         fetch_options = {**(options or {}), "sha256": sha256, "force": force, "storage": storage}
         plan = hub.resolve(mref, offline=offline, options=fetch_options)
         files = hub.fetch(plan, progress=progress, offline=offline)
@@ -189,7 +193,7 @@ def pull(
             created=utc_now(),
             details={**plan.details, "auto_stage": auto},
         )
-        model = _restage(hub, mref, manifest, request, st)
+        model = _restage(hub, mref, manifest, request, st, stager)
         if shared is not None:
             shared.publish_model(mref, st)
         return model
@@ -211,10 +215,20 @@ def _remote_for(remote: str | RemoteStore | None, offline: bool) -> RemoteStore 
 
 
 def _restage(
-    hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest, store: Store
+    hub: ModelHub,
+    ref: ModelRef,
+    manifest: Manifest,
+    request: StageRequest,
+    store: Store,
+    stager: ProcessStager | None = None,
 ) -> Model:
     try:
-        staged = hub.stage(ref, manifest, request) if request.fmt != "none" else []
+        if request.fmt == "none":
+            staged = []
+        elif stager is not None and hub.converts(ref, manifest, request):
+            staged = stager.stage(hub, ref, manifest, request)
+        else:
+            staged = hub.stage(ref, manifest, request)
     except ModuleNotFoundError as exc:  # a framework extra is not installed
         extra = _EXTRAS.get((exc.name or "").split(".")[0], "all")
         raise UsageError(

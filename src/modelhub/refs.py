@@ -82,6 +82,11 @@ class ModelRef:
     def _key(self) -> tuple[str, str, str | None, str | None, str | None]:
         return (self.hub, self.name, self.revision, self.entry, self.variant)
 
+    def __reduce__(
+        self,
+    ) -> tuple[type[ModelRef], tuple[str, str, str | None, str | None, str | None]]:
+        return (ModelRef, self._key())  # pickling (worker processes): rebuilt through __init__
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ModelRef) and self._key() == other._key()
 

@@ -39,6 +39,7 @@ Modes (decided per model from the TOML entry, the lock and the store before any 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -48,7 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     EXIT_ERROR,
@@ -65,6 +66,9 @@ from .pipeline import STAGES, STORAGES, as_ref, pull
 from .refs import ModelRef
 from .store import Manifest, Store
 from .store.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .stager import ProcessStager
 
 DEFAULT_FILE = "modelhub.toml"
 LOCK_NAME = "modelhub.lock"
@@ -465,6 +469,7 @@ class _Syncer:
         self.store, self.mode, self.lock, self.offline = store, mode, lock, offline
         self.emit, self.total = emit, total
         self._emit_lock = threading.Lock()
+        self.stager: ProcessStager | None = None
 
     def event(self, kind: str, index: int, result: SyncResult, phase: str = "") -> None:
         with self._emit_lock:
@@ -506,6 +511,7 @@ class _Syncer:
             store=self.store,
             progress=False,
             options=spec.pull_options(),
+            stager=self.stager,
         )
         return model.manifest
 
@@ -640,8 +646,16 @@ def sync(
     store: Store | None = None,
     offline: bool | None = None,
     on_event: Callable[[SyncEvent], None] | None = None,
+    stage_in_processes: bool = False,
 ) -> SyncReport:
     """Install the model set at ``path`` (``mode``: sync, locked or update); return the report.
+
+    ``jobs`` models are pulled at once, in threads. With ``stage_in_processes`` (the CLI's
+    choice when ``jobs`` > 1) their conversions (exports, freezing: ``hub.converts``) run in up
+    to one worker process per CPU instead (:mod:`modelhub.stager`): they are CPU-bound and
+    threads would share one GIL; cheap checks (validating an ONNX file) stay in threads. Worker
+    processes re-import the ``__main__`` module, so a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard.
 
     Every model is attempted even when others fail; failures are in the report (its
     ``exit_code``), not raised. Raises NotFoundError / UsageError for the TOML file, and
@@ -663,8 +677,17 @@ def sync(
     syncer = _Syncer(st, mode, lock or {}, offline, on_event or (lambda e: None), len(specs))
     if results:
         order = schedule(specs)
-        with ThreadPoolExecutor(max_workers=min(workers, len(results))) as pool:
-            list(pool.map(syncer.run, order, [results[i] for i in order]))
+        threads = min(workers, len(results))
+        with contextlib.ExitStack() as stack:
+            if stage_in_processes and threads > 1:
+                from .stager import ProcessStager
+
+                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+                syncer.stager = stack.enter_context(
+                    ProcessStager(min(threads, cpus or os.cpu_count() or 1))
+                )
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(syncer.run, order, [results[i] for i in order]))
     report = SyncReport(path, lock_file, mode, results)
     if mode != "locked":
         entries = [r.entry for r in results if r.entry is not None]

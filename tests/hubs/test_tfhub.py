@@ -74,6 +74,25 @@ def test_tfhub_pull_fills_cache_and_freezes(mirror: str, store_root: Path, tmp_p
     np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_freezing_in_a_worker_process(mirror: str, store_root: Path) -> None:
+    """What `modelhub sync --jobs N` does: the SavedModel frozen by a staging worker process
+    (TensorFlow imported there), with the same flat graph and parity as in process."""
+    from modelhub.hubs import StageRequest, get_hub
+    from modelhub.stager import ProcessStager
+
+    pulled = modelhub.pull(f"tfhub:{HANDLE}", stage="none")
+    assert pulled.manifest.staged == []
+    hub = get_hub("tfhub", pulled.store)
+    with ProcessStager(1) as stager:
+        staged = stager.stage(hub, pulled.ref, pulled.manifest, StageRequest("pb"))
+    assert [s.format for s in staged] == ["pb"]
+    assert staged[0].parity is not None and staged[0].parity["max_abs_diff"] <= 1e-4
+    assert sorted(staged[0].details["output_map"]) == ["doubled", "logits", "probs"]
+    frozen = store_root / staged[0].path
+    assert _is_flat(frozen)
+    assert hashlib.sha256(frozen.read_bytes()).hexdigest() == staged[0].sha256
+
+
 def test_tensorflow_hub_reuses_modelhub_download(mirror: str) -> None:
     hub = pytest.importorskip("tensorflow_hub")
     pulled = modelhub.pull(f"tfhub:{HANDLE}", stage="none")

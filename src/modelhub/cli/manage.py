@@ -249,6 +249,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             jobs=args.jobs or None,
             offline=True if args.offline else None,
             on_event=progress,
+            stage_in_processes=True,
         )
     finally:
         progress.close(report)

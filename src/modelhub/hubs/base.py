@@ -141,6 +141,12 @@ class ModelHub(ABC):
             f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
         )
 
+    def converts(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
+        """Whether staging to ``request.fmt`` converts (imports a framework, seconds of CPU)
+        rather than checks the file as it is. ``modelhub sync --jobs N`` runs conversions in
+        worker processes and cheap checks in its own threads."""
+        return request.fmt != "none"
+
     def satisfies(self, manifest: Manifest, fmt: str, options: Mapping[str, Any]) -> bool:
         """Whether ``manifest``, already in the store, is what a pull with ``options`` asks.
 

@@ -168,6 +168,10 @@ class OnnxZooHub(ModelHub):
             },
         )
 
+    def converts(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
+        """Never: staging validates the file in place."""
+        return False
+
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """``onnx``: validate the model in place (checker, shape inference, onnxruntime)."""
         if request.fmt != "onnx":

@@ -68,6 +68,12 @@ class UrlHub(ModelHub):
             return "onnx"
         return "h5" if name.endswith((".h5", ".hdf5", ".keras")) else "none"
 
+    def converts(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
+        """An ONNX file is only validated; TorchScript and Keras files are converted."""
+        if request.fmt == "onnx" and self.auto_stage(ref) == "onnx":
+            return False
+        return super().converts(ref, manifest, request)
+
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """``onnx`` validates an ONNX file; other formats arrive with their frameworks' hubs."""
         f = manifest.files[0]

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     log,
     modelhub_command,
     ratio,
+    run_main,
     run_process,
     table,
 )
@@ -177,10 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"cache_hit: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("cache_hit", main)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -20,9 +21,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -38,6 +40,17 @@ def log(message: str) -> None:
 
 class BenchError(RuntimeError):
     """The benchmark could not be set up or a measured command failed."""
+
+
+def run_main(name: str, main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s status; a ``BenchError`` is one stderr line and status 1, ^C 130."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 # --------------------------------------------------------------------------- processes
@@ -249,6 +262,78 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise BenchError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def server_process(
+    cmd: list[str],
+    *,
+    what: str,
+    log_file: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Iterator[str]:
+    """Run a server that prints one line (its URL or port) on stdout; yield that line, stripped.
+
+    stderr goes to ``log_file`` (or nowhere). If no line comes within ``timeout`` seconds, or
+    the process exits first, raise ``BenchError`` with the log's last line. After the block the
+    server gets SIGTERM, then SIGKILL if it has not exited within 30 s.
+    """
+    with log_file.open("wb") if log_file else contextlib.nullcontext(None) as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err if err is not None else subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.2))
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buffer += chunk
+            elif proc.poll() is not None:
+                break
+        line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
+        if not line:
+            tail = ["no output"]
+            if log_file is not None:
+                text = log_file.read_text(errors="replace").strip()
+                tail = text.splitlines()[-1:] or tail
+            raise BenchError(f"{what} did not start: {tail[0]}")
+        yield line
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def mirror_serving(root: Path, log_file: Path | None = None) -> Iterator[str]:
+    """``modelhub serve --root ROOT --port 0`` in its own process; yield its URL; stop it after.
+
+    Its stderr (the access log) goes to ``log_file``, or nowhere.
+    """
+    cmd = [*modelhub_command(), "serve", "--root", str(root), "--port", "0"]
+    with server_process(cmd, what="modelhub serve", log_file=log_file) as url:
+        if not url.startswith("http://"):
+            raise BenchError(f"modelhub serve did not start: printed {url!r}")
+        yield url
 
 
 # --------------------------------------------------------------------------- nginx

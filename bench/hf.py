@@ -3,8 +3,8 @@
 
 A multi-file repo (``--size-mib`` in total, default 1024, split into ``--files`` random
 safetensors shards plus a config.json; created once under bench/.data) is imported into a seed
-store and served by ``modelhub serve`` (``python -m modelhub.mirror``) in its own process on
-127.0.0.1. Whole processes are timed, contenders interleaved round by round.
+store and served by ``modelhub serve`` in its own process on 127.0.0.1. Whole processes are
+timed, contenders interleaved round by round.
 
 (a) download, fresh store and fresh HF cache every run, same server:
 
@@ -27,18 +27,15 @@ hf download (medians).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,9 +49,11 @@ from common import (
     dump_json,
     fmt_ratio,
     log,
+    mirror_serving,
     modelhub_command,
     python_snippet,
     ratio,
+    run_main,
     run_process,
     table,
     warm_page_cache,
@@ -108,31 +107,6 @@ def make_repo(size_mib: int, files: int) -> tuple[Path, dict[str, str]]:
     hashes["config.json"] = hashlib.sha256(config).hexdigest()
     sums.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
     return folder, hashes
-
-
-@contextlib.contextmanager
-def mirror(root: Path) -> Iterator[str]:
-    """``python -m modelhub.mirror ROOT --port 0`` in its own process; yield its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelhub.mirror", str(root), "--port", "0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # the access log
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://"):
-            raise BenchError(f"modelhub serve did not start (printed {url!r})")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _tree(folder: Path) -> dict[str, int]:
@@ -296,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in (work / "seed" / "huggingface" / REPO).rglob("*"):
             if path.is_file():
                 warm_page_cache(path)
-        with mirror(work / "seed") as url:
+        with mirror_serving(work / "seed") as url:
             log(f"modelhub serve at {url}; {len(sizes)} files, {total / MIB:.0f} MiB")
             download, cpu, env = bench_download(url, work, sizes, hashes, args.runs)
         hit = bench_cache_hit(env, args.hit_runs)
@@ -344,10 +318,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"hf: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("hf", main)

@@ -25,15 +25,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,10 +42,12 @@ from common import (
     dump_json,
     fmt_ratio,
     log,
+    mirror_serving,
     modelhub_command,
     nginx_serving,
     random_file,
     ratio,
+    run_main,
     run_process,
     table,
     warm_page_cache,
@@ -111,49 +109,6 @@ def bench_store(src: Path, sha: str) -> tuple[Path, str]:
     if Path(imported.stdout.strip()) != root / rel:
         raise BenchError(f"modelhub import stored the file at {imported.stdout.strip()}")
     return root, rel
-
-
-# --------------------------------------------------------------------------- the mirror
-
-
-@contextlib.contextmanager
-def mirror_serving(root: Path, log_file: Path) -> Iterator[str]:
-    """``modelhub serve --root ROOT --port 0``; yield the URL it prints; SIGTERM it after."""
-    with log_file.open("wb") as err:
-        proc = subprocess.Popen(
-            [*modelhub_command(), "serve", "--root", str(root), "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        line = b""
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                line += chunk
-            elif proc.poll() is not None:
-                break
-        url = line.decode(errors="replace").strip()
-        if not url.startswith("http://"):
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BenchError(f"modelhub serve did not start: {tail[0]}")
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 # --------------------------------------------------------------------------- measuring
@@ -315,10 +270,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"mirror: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("mirror", main)

@@ -32,10 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import select
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,11 +50,14 @@ from common import (
     dump_json,
     fmt_ratio,
     log,
+    mirror_serving,
     modelhub_command,
     python_snippet,
     random_file,
     ratio,
+    run_main,
     run_process,
+    server_process,
     table,
     warm_page_cache,
 )
@@ -126,59 +126,10 @@ else:
 @contextlib.contextmanager
 def moto_serving(log_file: Path) -> Iterator[str]:
     """moto's S3 server in its own process on a random 127.0.0.1 port; yield its endpoint."""
-    with log_file.open("wb") as err:
-        proc = subprocess.Popen(
-            python_snippet(MOTO_SERVER),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        line = proc.stdout.readline().decode().strip() if ready else ""
-        if not line.isdigit():
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BenchError(f"moto server did not start: {tail[0]}")
-        yield f"http://127.0.0.1:{line}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-@contextlib.contextmanager
-def mirror_serving(root: Path, log_file: Path) -> Iterator[str]:
-    """``modelhub serve --root ROOT --port 0``; yield the URL it prints; SIGTERM it after."""
-    with log_file.open("wb") as err:
-        proc = subprocess.Popen(
-            [*modelhub_command(), "serve", "--root", str(root), "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        url = proc.stdout.readline().decode().strip() if ready else ""
-        if not url.startswith("http://"):
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BenchError(f"modelhub serve did not start: {tail[0]}")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with server_process(python_snippet(MOTO_SERVER), what="moto server", log_file=log_file) as port:
+        if not port.isdigit():
+            raise BenchError(f"moto server did not start: printed {port!r}")
+        yield f"http://127.0.0.1:{port}"
 
 
 def seed_store(src: Path, sha: str) -> tuple[Path, str, str]:
@@ -358,10 +309,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"remote: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("remote", main)

@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     fmt_ratio,
     fmt_seconds,
     log,
+    run_main,
     run_process,
     table,
 )
@@ -351,10 +352,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"staging: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("staging", main)

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -46,7 +45,9 @@ from common import (  # noqa: E402
     log,
     modelhub_command,
     ratio,
+    run_main,
     run_process,
+    server_process,
     table,
 )
 
@@ -131,24 +132,13 @@ def write_toml(path: Path, models: list[tuple[str, str | None]], mirror: str) ->
 
 
 @contextlib.contextmanager
-def mirror_process(root: Path, latency_ms: float) -> Iterator[str]:
+def mirror_process(root: Path, latency_ms: float, log_file: Path | None = None) -> Iterator[str]:
     """The mirror of ``root`` in a child process with ``latency_ms`` per request; its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(root), str(latency_ms)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
+    cmd = [sys.executable, "-c", SERVER, str(root), str(latency_ms)]
+    with server_process(cmd, what="the mirror", log_file=log_file) as url:
         if not url.startswith("http://"):
-            why = proc.stderr.read() if proc.stderr else ""
-            raise BenchError(f"the mirror did not start: {why}")
+            raise BenchError(f"the mirror did not start: printed {url!r}")
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def sync_once(toml: Path, mirror: str, jobs: int, scratch: Path, count: int) -> Run:
@@ -204,7 +194,7 @@ def main() -> int:
         log("building the seed store (20 models)")
         models = build_seed(work / "seed", work / "src")
         for latency in latencies:
-            with mirror_process(work / "seed", latency) as url:
+            with mirror_process(work / "seed", latency, work / f"mirror-{latency:g}.log") as url:
                 toml = work / f"project-{latency:g}" / "modelhub.toml"
                 write_toml(toml, models, url)
                 series = {
@@ -249,4 +239,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main("sync", main)

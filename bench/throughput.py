@@ -39,6 +39,7 @@ from common import (
     python_snippet,
     random_file,
     ratio,
+    run_main,
     run_process,
     table,
     warm_page_cache,
@@ -204,10 +205,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"throughput: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main("throughput", main)

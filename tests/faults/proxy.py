@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tests.support.httpserver import ThreadedServer
+
 __all__ = ["Exchange", "FaultProxy", "ProxyFault", "matches"]
 
 _HOP_BY_HOP = frozenset(
@@ -228,20 +230,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
     """The proxy, on a random free port of 127.0.0.1. Context manager; ``url`` once started."""
+
+    _thread_name = "fault-proxy"
 
     def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
         self.upstream = upstream.rstrip("/")
         self.faults: list[ProxyFault] = []
         self.log: list[Exchange] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server = _Server((host, 0), _Handler)
-        self._server.owner = self
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://{host}:{self.port}"
-        self._thread: threading.Thread | None = None
+        self._listen(_Server, _Handler, host)
 
     # - faults -
     def add(self, kind: str, match: str, **kwargs: object) -> ProxyFault:
@@ -298,31 +297,3 @@ class FaultProxy:
                 return True
             time.sleep(0.01)
         return False
-
-    # - lifecycle -
-    def start(self) -> FaultProxy:
-        """Serve in a background thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"fault-proxy-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; stalled exchanges are woken up."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

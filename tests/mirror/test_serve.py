@@ -17,7 +17,7 @@ from modelhub.store import Manifest, Store
 
 def test_process_serves_and_stops_cleanly(store: Store, populated: dict[str, Manifest]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelhub.mirror", str(store.root), "--port", "0"],
+        [sys.executable, "-m", "modelhub", "serve", "--root", str(store.root), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 from urllib.parse import urlsplit
 
 __all__ = ["Fault", "HTTPTestServer", "RecordedRequest"]
@@ -233,23 +233,70 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class HTTPTestServer:
+class ThreadedServer:
+    """A ``ThreadingHTTPServer`` on a random free port, served from a background thread.
+
+    Subclasses build ``self._server`` with :meth:`_listen` and get ``start``/``stop`` and the
+    context-manager protocol; ``self._stopping`` wakes handlers that wait (stalls) at stop.
+    """
+
+    _thread_name = "test-http-server"
+
+    def _listen(
+        self,
+        server_class: type[http.server.ThreadingHTTPServer],
+        handler: type[http.server.BaseHTTPRequestHandler],
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server = server_class((host, 0), handler)
+        self._server.owner = self  # type: ignore[attr-defined]
+        self.port: int = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+
+    def start(self) -> Self:
+        """Serve in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"{self._thread_name}-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; waiting handlers are woken up and the socket closed."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HTTPTestServer(ThreadedServer):
     """A threaded HTTP/1.1 server on 127.0.0.1 (random free port). Context manager."""
+
+    _thread_name = "httptestserver"
 
     def __init__(self, files: Mapping[str, bytes | Path] | None = None) -> None:
         self._files: dict[str, _Entry] = {}
         self._redirects: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._bytes_sent = 0
         self._connections = 0
-        self._thread: threading.Thread | None = None
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._listen(_Server, _Handler)
         for path, data in (files or {}).items():
             self.add(path, data)
 
@@ -308,31 +355,3 @@ class HTTPTestServer:
                         self.faults.remove(fault)
                 return fault
         return None
-
-    # - lifecycle -
-    def start(self) -> HTTPTestServer:
-        """Start serving in a background thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"httptestserver-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; stalled handlers are woken up and the socket closed."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> HTTPTestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

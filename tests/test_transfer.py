@@ -346,6 +346,30 @@ def test_network_failure_keeps_part_for_resume(
 
 
 # --- parallel path -------------------------------------------------------------------------------
+@pytest.fixture
+def slow_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback delivers the first chunk at GB/s, which keeps one connection; these tests are
+    about the parallel path, so no first chunk counts as fast enough."""
+    monkeypatch.setattr(transfer, "SINGLE_STREAM_RATE", float("inf"))
+
+
+def test_fast_first_chunk_keeps_one_connection(
+    big: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link that outruns sha256 and the disk gains nothing from more connections: the probe's
+    chunk is timed, and the rest follows on the same keep-alive connection. (The threshold is
+    lowered so that a loaded test machine still counts as fast.)"""
+    monkeypatch.setattr(transfer, "SINGLE_STREAM_RATE", 1 * MiB)
+    path, digest = big
+    with HTTPTestServer({"/big.bin": path}) as srv:
+        d = download_file(f"{srv.url}/big.bin", tmp_path / "b.part", connections=4)
+        ranges = [h["range"] for h in gets(srv)]
+        assert ranges == [f"bytes=0-{8 * MiB - 1}", f"bytes={8 * MiB}-"]
+        assert srv.connections == 1
+    assert (d.sha256, d.connections, d.bytes_fetched) == (digest, 1, 40 * MiB)
+
+
+@pytest.mark.usefixtures("slow_link")
 def test_parallel_ranged_download(big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big
     with HTTPTestServer({"/big.bin": path}) as srv:
@@ -359,6 +383,7 @@ def test_parallel_ranged_download(big: tuple[Path, str], tmp_path: Path) -> None
     assert part.stat().st_size == 40 * MiB and not sidecar(part).exists()
 
 
+@pytest.mark.usefixtures("slow_link")
 def test_parallel_survives_drops_and_5xx(big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big
     with HTTPTestServer({"/big.bin": path}) as srv:
@@ -380,6 +405,7 @@ def test_no_range_support_falls_back_to_one_stream(big: tuple[Path, str], tmp_pa
 
 
 @pytest.mark.parametrize("connections", [1, 4])
+@pytest.mark.usefixtures("slow_link")
 def test_large_file_direct_io_with_an_odd_drop(
     huge: tuple[Path, str], tmp_path: Path, connections: int
 ) -> None:
@@ -394,6 +420,7 @@ def test_large_file_direct_io_with_an_odd_drop(
     assert sha(part.read_bytes()) == digest
 
 
+@pytest.mark.usefixtures("slow_link")
 def test_parallel_resume_across_processes(big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big
     content = path.read_bytes()

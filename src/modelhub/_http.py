@@ -44,7 +44,8 @@ READ_STEP = 1 * MiB  # bytes per readinto: bounds what an exception mid-read can
 WRITE_STEP = 1 * MiB  # bytes per os.write (see Sink._write)
 WRITEBACK_STEP = 64 * MiB  # start writeback of the part file every this many bytes
 DIRECT_ALIGN = 4096  # O_DIRECT offset/length/address alignment that every local fs accepts
-DIRECT_STEP = 2 * MiB  # bytes per O_DIRECT write (measured: 2 MiB beats 8 MiB by ~40% here)
+DIRECT_STEP = 4 * MiB  # bytes per O_DIRECT write (measured here, 1 GiB in process: 4 and 8 MiB
+# steps ~10% faster than 2 MiB, 1 MiB ~20% slower; an earlier, busier run had favoured 2 MiB)
 # Local block filesystems where O_DIRECT is both supported and fast (not NFS, overlay, tmpfs).
 _DIRECT_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)

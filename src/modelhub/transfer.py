@@ -68,6 +68,11 @@ CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
 DIRECT_MIN = 64 * MiB  # files this large bypass the page cache on local filesystems
 MAX_WORKERS = 16
+# A first chunk that arrives at least this fast (bytes/s) means one connection already outruns
+# sha256 and the disk (~1-2 GB/s each here): more connections would only add threads, memory
+# and copies, so the rest comes over that one connection. Slower links (a CDN over the
+# internet, tens of MB/s per connection) go parallel.
+SINGLE_STREAM_RATE = 256 * MiB
 MAX_WINDOW = 12  # chunks in memory at most (~96 MiB) unless more workers than that
 MAX_RESTARTS = 3  # the file changed under us this often: give up
 PROGRESS_RESET = 1 * MiB  # an attempt that moved this much does not count as a failure
@@ -309,7 +314,8 @@ class _Job:
         self.conn: Conn | None = None
         self.resp: http.client.HTTPResponse | None = None
         self.resp_end: int | None = None  # offset where the current response ends (None: EOF)
-        self.parallel_first = False
+        self.parallel_first = False  # the response is a ranged probe: time it, then decide
+        self.probe_sent = 0.0  # monotonic time the ranged probe was sent
         self.buffers: queue.Queue[mmap.mmap] | None = None
         self.direct_ok: bool | None = None  # O_DIRECT suits the part's filesystem (lazy)
         self.sink: Sink
@@ -383,7 +389,8 @@ class _Job:
                 self.open_next()
                 continue
             if self.parallel_first:
-                self.parallel()
+                if not self.single_stream_suffices():
+                    self.parallel()
                 continue
             self.pump()
             if self.size is None:
@@ -400,8 +407,8 @@ class _Job:
             and (known is None or known - start >= PARALLEL_MIN)
         )
         if probe:
-            # A bounded first range tells whether ranges work and the size, and its connection
-            # stays usable (keep-alive) as the first parallel worker's.
+            # A bounded first range tells whether ranges work and the size, and how fast one
+            # connection is (see single_stream_suffices); its connection stays usable.
             hdrs["Range"] = f"bytes={start}-{start + CHUNK_SIZE - 1}"
         elif start > 0:
             hdrs["Range"] = f"bytes={start}-"
@@ -409,6 +416,7 @@ class _Job:
         if start > 0 and validator:
             hdrs["If-Range"] = validator
         self.probed = True
+        self.probe_sent = time.monotonic()
         conn, resp, final = self.session.open("GET", hdrs)
         if resp.status == 416 and "Range" in hdrs:
             drain_and_release(conn, resp)
@@ -500,10 +508,23 @@ class _Job:
         POOL.put(conn, resp)
         self.conn = self.resp = None
 
+    def single_stream_suffices(self) -> bool:
+        """Receive the probe's chunk on its connection and time it: True (and one connection
+        from now on) when it arrived at SINGLE_STREAM_RATE or faster."""
+        self.parallel_first = False
+        start = self.offset
+        self.pump()
+        elapsed = max(time.monotonic() - self.probe_sent, 1e-6)
+        if (self.offset - start) / elapsed >= SINGLE_STREAM_RATE:
+            self.connections = 1
+            return True
+        self.parallel_first = self.size is not None and self.offset < self.size
+        return not self.parallel_first
+
     # - the parallel path -
     def parallel(self) -> None:
         """Fetch fixed chunks over several keep-alive connections; write them in order."""
-        assert self.size is not None and self.conn is not None and self.resp is not None
+        assert self.size is not None
         start, total = self.offset, self.size
         nchunks = -(-(total - start) // CHUNK_SIZE)
         workers = min(self.connections, nchunks, MAX_WORKERS)
@@ -516,11 +537,9 @@ class _Job:
         errors: list[BaseException] = []
         cond = threading.Condition()
         stop = threading.Event()
-        counter = [1]  # chunk 0 is already requested (the probe) and reserved for worker 0
         fetched = [0] * workers
         active: list[Conn | None] = [None] * workers
-        first = (self.conn, self.resp, pool.get())
-        self.conn = self.resp = None
+        counter = [0]  # the next chunk index to hand out
         self.parallel_first = False
 
         def take_buffer() -> mmap.mmap | None:
@@ -532,30 +551,21 @@ class _Job:
             return None
 
         def worker(w: int) -> None:
-            pending = first if w == 0 else None
             try:
                 while not stop.is_set():
-                    conn0: Conn | None = None
-                    resp0: http.client.HTTPResponse | None = None
-                    if pending is not None:
-                        conn0, resp0, buf = pending
-                        idx = 0
-                    else:
-                        got_buf = take_buffer()
-                        if got_buf is None:
-                            return
-                        buf = got_buf
-                        with cond:
-                            idx = counter[0]
-                            counter[0] += 1
-                        if idx >= nchunks:
-                            pool.put(buf)
-                            return
-                    pending = None
+                    buf = take_buffer()
+                    if buf is None:
+                        return
+                    with cond:
+                        idx = counter[0]
+                        counter[0] += 1
+                    if idx >= nchunks:
+                        pool.put(buf)
+                        return
                     a = start + idx * CHUNK_SIZE
                     b = min(total, a + CHUNK_SIZE)
                     mv = memoryview(buf)[: b - a]
-                    n = self.fetch_chunk(w, a, mv, conn0, resp0, stop, fetched, active)
+                    n = self.fetch_chunk(w, a, mv, stop, fetched, active)
                     with cond:
                         done[idx] = (buf, n)
                         cond.notify_all()
@@ -596,8 +606,6 @@ class _Job:
         w: int,
         a: int,
         mv: memoryview,
-        conn: Conn | None,
-        resp: http.client.HTTPResponse | None,
         stop: threading.Event,
         fetched: list[int],
         active: list[Conn | None],
@@ -605,7 +613,7 @@ class _Job:
         """Fill ``mv`` with bytes ``a..a+len(mv)`` (retrying from what arrived, not from ``a``)."""
         got = 0
         validator = self.validator()
-        state: dict[str, Any] = {"conn": conn, "resp": resp}
+        state: dict[str, Any] = {"conn": None, "resp": None}
 
         def attempt() -> int:
             nonlocal got
@@ -663,7 +671,8 @@ def download_file(
     (``<part>.json``) is gone; the caller renames the part into place. A part + sidecar left by
     an interrupted process is resumed (``Range`` + ``If-Range``) when the validator still
     matches; otherwise the download restarts from 0. Large files (>= 32 MiB, ranges supported)
-    are fetched over ``connections`` keep-alive connections (default: settings().connections);
+    are fetched over up to ``connections`` keep-alive connections (default:
+    settings().connections) when the first 8 MiB arrive slower than SINGLE_STREAM_RATE;
     from 64 MiB on a local filesystem they are written with O_DIRECT (no page-cache copy).
 
     Raises HashMismatchError / SizeMismatchError (part removed), AuthError, ModelNotFoundError,

@@ -511,3 +511,31 @@ def test_another_task_restages(served_models: str) -> None:
     head = modelhub.pull(ref, stage="onnx", options={"task": "sequence-classification"})
     [staged] = head.manifest.staged
     assert staged.details["task"] == "sequence-classification" and staged.outputs == ["logits"]
+
+
+def test_quiet_calls_overlapping_in_threads_keep_the_bars_off_until_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sync` runs several snapshot downloads at once; the SDK's progress-bar switch is global.
+    The bars stay off until the last quiet call ends, then come back as they were."""
+    import sys
+
+    from huggingface_hub.utils.tqdm import are_progress_bars_disabled, enable_progress_bars
+
+    from modelhub.hubs.hf import _progress_bars
+
+    # As with HF_HUB_DISABLE_PROGRESS_BARS unset when the SDK was imported (another test of
+    # this session may have set it first).
+    sdk_tqdm = sys.modules["huggingface_hub.utils.tqdm"]  # the package exports a class as tqdm
+    monkeypatch.setattr(sdk_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    enable_progress_bars()
+    first, second = _progress_bars(False), _progress_bars(False)
+    first.__enter__()
+    second.__enter__()
+    assert are_progress_bars_disabled()
+    first.__exit__(None, None, None)
+    assert are_progress_bars_disabled(), "the other call is still running"
+    second.__exit__(None, None, None)
+    assert not are_progress_bars_disabled()
+    with _progress_bars(True):
+        assert not are_progress_bars_disabled()

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -184,23 +185,44 @@ def _is_transport_error(exc: Exception) -> bool:
     return False
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_calls = 0  # calls that silenced the SDK's bars and have not finished yet
+
+
 @contextlib.contextmanager
 def _progress_bars(show: bool) -> Iterator[None]:
-    """Silence the SDK's progress bars for one call when not ``show``; restore them after."""
+    """Silence the SDK's progress bars for one call when not ``show``; restore them after.
+
+    The SDK's switch is global, and ``modelhub sync`` runs several calls at once: the first
+    quiet call turns the bars off, the last one to finish turns them back on (unless they were
+    off before, e.g. HF_HUB_DISABLE_PROGRESS_BARS).
+    """
+    global _quiet_calls
     from huggingface_hub.utils.tqdm import (
         are_progress_bars_disabled,
         disable_progress_bars,
         enable_progress_bars,
     )
 
-    if show or are_progress_bars_disabled():
+    if show:
         yield
         return
-    disable_progress_bars()
+    with _QUIET_LOCK:
+        if _quiet_calls == 0 and are_progress_bars_disabled():
+            owned = False  # off already, and not by us: leave the switch alone
+        else:
+            owned = True
+            _quiet_calls += 1
+            if _quiet_calls == 1:
+                disable_progress_bars()
     try:
         yield
     finally:
-        enable_progress_bars()
+        if owned:
+            with _QUIET_LOCK:
+                _quiet_calls -= 1
+                if _quiet_calls == 0:
+                    enable_progress_bars()
 
 
 class HuggingFaceHub(ModelHub):

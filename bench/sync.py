@@ -10,11 +10,11 @@ installed all 20 models. Rounds are interleaved (jobs 1, jobs 4, jobs 1, ...) af
 warm-up round, and the ratio compares medians.
 
 A hub on the internet answers each request after a round trip and some server time; the mirror
-on loopback answers in well under a millisecond. ``--latency-ms`` (default ``0,40``) adds that
+on loopback answers in well under a millisecond. ``--latency-ms`` (default ``0,40,100``) adds that
 wait to every request in the mirror process (an aiohttp middleware sleeping before the handler:
 it delays, it costs no CPU), so the figures show both the loopback floor and a modest WAN.
 
-    .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0,40] [--json out.json]
+    .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0,40,100] [--json out.json]
 
 Goal (issue 7): ``--jobs 4`` ≥ 2.5× faster than ``--jobs 1`` (medians).
 """
@@ -173,7 +173,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--jobs", default="1,4", help="the two --jobs values (default 1,4)")
     parser.add_argument(
-        "--latency-ms", default="0,40", help="per-request delays to measure (default 0,40)"
+        "--latency-ms", default="0,40,100", help="per-request delays to measure (default 0,40,100)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()

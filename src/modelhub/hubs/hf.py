@@ -370,25 +370,37 @@ class HuggingFaceHub(ModelHub):
         entries = []
         used: set[str] = set()
         verify = not plan.details.get("cache_hit")  # bytes the SDK fetched in this pull
-        for name in names:
-            entry, how = self._link_one(
-                plan.ref, snapshot, name, listing, f"{folder}/{name}", verify=verify
-            )
+
+        def check(name: str) -> tuple[Path, str]:
+            return self._checked_blob(plan.ref, snapshot, name, listing, verify)
+
+        # Hashing releases the GIL: a sharded checkpoint is verified on every core at once.
+        workers = min(len(names), os.cpu_count() or 1)
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="modelhub-verify") as pool:
+                checked = list(pool.map(check, names))
+        else:
+            checked = [check(name) for name in names]
+        for name, (blob, sha) in zip(names, checked, strict=True):
+            entry, how = self.store.link_in(blob, f"{folder}/{name}", plan.ref, sha)
             used.add(how)
             entries.append(entry)
         plan.details["link_modes"] = sorted(used)
         self._drop_stale(plan.ref, {e.path for e in entries})
         return entries
 
-    def _link_one(
+    def _checked_blob(
         self,
         ref: ModelRef,
         snapshot: Path,
         name: str,
         listing: Mapping[str, Any] | None,
-        rel: str,
-        verify: bool = False,
-    ) -> tuple[FileEntry, str]:
+        verify: bool,
+    ) -> tuple[Path, str]:
+        """The cache blob behind ``name`` and its sha256, its size (and with ``verify`` its
+        content) checked against the Hub's listing."""
         path = snapshot / name
         if not path.is_file():
             raise IntegrityError(f"{ref}: {name} is missing from the cached snapshot {snapshot}")
@@ -416,7 +428,7 @@ class HuggingFaceHub(ModelHub):
                     f"{ref}: {name} arrived with sha256 {actual[:16]}…, the Hub lists "
                     f"{sha[:16]}…; the corrupt copy was removed from the HF cache, pull again"
                 )
-        return self.store.link_in(blob, rel, ref, sha)
+        return blob, sha
 
     def _drop_stale(self, ref: ModelRef, keep: set[str]) -> None:
         """Remove files an earlier pull of ``ref`` linked that the new snapshot no longer has."""

@@ -68,11 +68,13 @@ CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
 DIRECT_MIN = 64 * MiB  # files this large bypass the page cache on local filesystems
 MAX_WORKERS = 16
-# A first chunk that arrives at least this fast (bytes/s) means one connection already outruns
-# sha256 and the disk (~1-2 GB/s each here): more connections would only add threads, memory
-# and copies, so the rest comes over that one connection. Slower links (a CDN over the
-# internet, tens of MB/s per connection) go parallel.
-SINGLE_STREAM_RATE = 256 * MiB
+# A first chunk whose second half arrives at least this fast (bytes/s; the first half absorbs
+# connection set-up, time to first byte and TCP slow start) means one connection already
+# outruns sha256 and the disk (~1-2 GB/s each here): more connections would only add threads,
+# memory and copies, so the rest comes over that one connection. Slower links (a CDN over the
+# internet, tens of MB/s per connection; 1 Gbit/s Ethernet, whose link is the limit either
+# way) go parallel.
+SINGLE_STREAM_RATE = 128 * MiB
 MAX_WINDOW = 12  # chunks in memory at most (~96 MiB) unless more workers than that
 MAX_RESTARTS = 3  # the file changed under us this often: give up
 PROGRESS_RESET = 1 * MiB  # an attempt that moved this much does not count as a failure
@@ -315,7 +317,7 @@ class _Job:
         self.resp: http.client.HTTPResponse | None = None
         self.resp_end: int | None = None  # offset where the current response ends (None: EOF)
         self.parallel_first = False  # the response is a ranged probe: time it, then decide
-        self.probe_sent = 0.0  # monotonic time the ranged probe was sent
+        self.marks: list[tuple[int, float]] = []  # (offset, monotonic time) per buffer pumped
         self.buffers: queue.Queue[mmap.mmap] | None = None
         self.direct_ok: bool | None = None  # O_DIRECT suits the part's filesystem (lazy)
         self.sink: Sink
@@ -416,7 +418,6 @@ class _Job:
         if start > 0 and validator:
             hdrs["If-Range"] = validator
         self.probed = True
-        self.probe_sent = time.monotonic()
         conn, resp, final = self.session.open("GET", hdrs)
         if resp.status == 416 and "Range" in hdrs:
             drain_and_release(conn, resp)
@@ -492,6 +493,7 @@ class _Job:
                 self.sink.submit(buf, n, self.buffers)
                 self.offset += n
                 self.fetched += n
+                self.marks.append((self.offset, time.monotonic()))
             else:
                 self.buffers.put(buf)
             if err is not None:
@@ -509,15 +511,16 @@ class _Job:
         self.conn = self.resp = None
 
     def single_stream_suffices(self) -> bool:
-        """Receive the probe's chunk on its connection and time it: True (and one connection
-        from now on) when it arrived at SINGLE_STREAM_RATE or faster."""
+        """Receive the probe's chunk on its connection and time its second half: True (and one
+        connection from now on) when that arrived at SINGLE_STREAM_RATE or faster."""
         self.parallel_first = False
-        start = self.offset
+        self.marks = []
         self.pump()
-        elapsed = max(time.monotonic() - self.probe_sent, 1e-6)
-        if (self.offset - start) / elapsed >= SINGLE_STREAM_RATE:
-            self.connections = 1
-            return True
+        if len(self.marks) >= 2:
+            (a, t0), (b, t1) = self.marks[0], self.marks[-1]
+            if (b - a) / max(t1 - t0, 1e-6) >= SINGLE_STREAM_RATE:
+                self.connections = 1
+                return True
         self.parallel_first = self.size is not None and self.offset < self.size
         return not self.parallel_first
 

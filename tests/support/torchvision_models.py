@@ -41,8 +41,11 @@ def _net() -> Any:
         def __init__(self, num_classes: int = 10) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                nn.ReLU(),
                 nn.AdaptiveAvgPool2d(1),
             )
             self.classifier = nn.Linear(16, num_classes)

@@ -192,9 +192,7 @@ class ModelHub(ABC):
             raise
         validators = {"etag": result.etag, "last_modified": result.last_modified}
         if record is not None and any(validators.values()):
-            record.setdefault("validators", {})[rf.rel] = {
-                k: v for k, v in validators.items() if v
-            }
+            record.setdefault("validators", {})[rf.rel] = {k: v for k, v in validators.items() if v}
         return store.publish(part, rf.rel, ref, result.sha256, result.size)
 
     @staticmethod

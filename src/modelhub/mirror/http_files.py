@@ -118,8 +118,22 @@ def _close_later(loop: asyncio.AbstractEventLoop, fobj: IO[bytes]) -> None:
 
 
 # Model files: mimetypes guesses nonsense for some (".pt" → a SNES page table).
-_BINARY_SUFFIXES = (".pt", ".pth", ".bin", ".h5", ".hdf5", ".keras", ".onnx", ".safetensors",
-                    ".jit", ".pb", ".ckpt", ".tflite", ".msgpack", ".gguf")
+_BINARY_SUFFIXES = (
+    ".pt",
+    ".pth",
+    ".bin",
+    ".h5",
+    ".hdf5",
+    ".keras",
+    ".onnx",
+    ".safetensors",
+    ".jit",
+    ".pb",
+    ".ckpt",
+    ".tflite",
+    ".msgpack",
+    ".gguf",
+)
 
 
 def _content_type(name: str) -> str:

@@ -139,14 +139,14 @@ def _quiet_transformers() -> Iterator[None]:
         return
     bars = tf_logging.is_progress_bar_enabled()
     verbosity = tf_logging.get_verbosity()
-    tf_logging.disable_progress_bar()
-    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    tf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         tf_logging.set_verbosity(verbosity)
         if bars:
-            tf_logging.enable_progress_bar()
+            tf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def export_hf_onnx(

@@ -39,7 +39,7 @@ def export_torchscript(
 
     path = store.abspath(manifest.files[0].path)
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        model = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"{ref}: torch.jit.load failed: {first}") from None

@@ -69,7 +69,7 @@ def build_torch_hub(ref: ModelRef, manifest: Manifest) -> Any:
         raise StagingError(f"{ref}: the manifest does not name torch.hub's repository folder")
     with weights_only_loads(), quiet_stdout():
         try:
-            return torch.hub.load(repo_dir, str(ref.entry), source="local")
+            return torch.hub.load(repo_dir, str(ref.entry), source="local")  # type: ignore[no-untyped-call]
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StagingError(f"{ref}: the entrypoint failed: {first}") from None

@@ -232,6 +232,22 @@ def read_sync(doc: dict[str, Any]) -> list[Row]:
     return out
 
 
+def read_sync_heavy(doc: dict[str, Any]) -> list[Row]:
+    res = doc.get("results", {})
+    threads, workers = _series(res.get("threads")), _series(res.get("workers"))
+    out = [threads, workers]
+    if threads.median and workers.median:
+        out.append(
+            Row(
+                "speed-up, heavy staging in workers vs in threads",
+                comparator=threads.figure,
+                ratio=threads.median / workers.median,
+                note="(no goal; peak RSS is the sync process's own, workers excluded)",
+            )
+        )
+    return out
+
+
 def read_remote(doc: dict[str, Any]) -> list[Row]:
     res = doc.get("results", {})
     rows = {k: _series(v) for k, v in res.items()}
@@ -347,6 +363,13 @@ KNOWN: dict[str, Bench] = {
         ["--runs", "3", "--latency-ms", "0,40,100"],
         read_sync,
         "`modelhub sync` of 20 models: --jobs 4 vs --jobs 1 (issue 7)",
+    ),
+    "sync_heavy.py": Bench(
+        "sync_heavy.py",
+        ["--models", "4", "--runs", "5"],
+        ["--models", "2", "--runs", "3"],
+        read_sync_heavy,
+        "`modelhub sync` of real-size ONNX models: heavy staging in workers vs threads",
     ),
     "remote.py": Bench(
         "remote.py",

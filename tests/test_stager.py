@@ -106,10 +106,43 @@ print(json.dumps({"code": code, "imported": imported}), file=sys.stderr)
 """
 
 
+def _sync_subprocess(
+    tmp_path: Path, seed: Store, refs: list[str], env: dict[str, str] | None = None
+) -> tuple[dict, dict]:
+    """``modelhub sync --jobs 3`` of ``refs`` from ``seed`` (served by the mirror) in a child
+    process; returns (its report of imported frameworks + exit code, the --json document)."""
+    toml = tmp_path / "project" / "modelhub.toml"
+    toml.parent.mkdir()
+    toml.write_text("".join(f'[[model]]\nref = "{r}"\n\n' for r in refs), encoding="utf-8")
+    mirror = BackgroundMirror(seed.root)
+    url = mirror.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", SYNC_AND_REPORT, str(toml)],
+            env={
+                **os.environ,
+                "MODELHUB_MIRROR": url,
+                "MODELHUB_PATH": str(tmp_path / "store"),
+                "MODELHUB_QUIET": "1",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "PYTHONPATH": str(REPO / "src"),
+                **(env or {}),
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        mirror.stop()
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, proc.stderr
+    return report, json.loads(proc.stdout)
+
+
 def test_cli_sync_converts_in_worker_processes(tmp_path: Path) -> None:
     """A SavedModel frozen to a flat GraphDef by a worker (TensorFlow never imported by the
-    sync process); ONNX zoo models validated in the sync's own threads (a check, not a
-    conversion: a worker would cost more than it saves)."""
+    sync process); small ONNX zoo models validated in the sync's own threads (a quick check: a
+    worker would cost more than it saves)."""
     pytest.importorskip("tensorflow")
     from tests.support.tf_models import make_saved_model
 
@@ -123,33 +156,9 @@ def test_cli_sync_converts_in_worker_processes(tmp_path: Path) -> None:
     with seed.lock(tf_ref):
         import_path(seed, saved, tf_ref)
     refs.append(tf_ref.canonical)
-    toml = tmp_path / "project" / "modelhub.toml"
-    toml.parent.mkdir()
-    toml.write_text("".join(f'[[model]]\nref = "{r}"\n\n' for r in refs), encoding="utf-8")
-    mirror = BackgroundMirror(seed.root)
-    url = mirror.start()
-    try:
-        env = {
-            **os.environ,
-            "MODELHUB_MIRROR": url,
-            "MODELHUB_PATH": str(tmp_path / "store"),
-            "TFHUB_CACHE_DIR": str(tmp_path / "tfhub-cache"),
-            "MODELHUB_QUIET": "1",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "PYTHONPATH": str(REPO / "src"),
-        }
-        proc = subprocess.run(
-            [sys.executable, "-c", SYNC_AND_REPORT, str(toml)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        mirror.stop()
-    report = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert report["code"] == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    report, doc = _sync_subprocess(
+        tmp_path, seed, refs, {"TFHUB_CACHE_DIR": str(tmp_path / "tfhub-cache")}
+    )
     assert [m["status"] for m in doc["models"]] == ["ok"] * 3
     store = Store(tmp_path / "store")
     formats = {r: [s.format for s in store.require(parse(r)).staged] for r in refs}
@@ -159,3 +168,26 @@ def test_cli_sync_converts_in_worker_processes(tmp_path: Path) -> None:
     # Frozen (parity recorded above) by a worker: TensorFlow never entered this process;
     # the ONNX checks did.
     assert report["imported"] == ["onnx"]
+
+
+def test_cli_sync_validates_large_onnx_files_in_workers(tmp_path: Path) -> None:
+    """ONNX files of HEAVY_CHECK_BYTES and more are validated by workers (the checks hold the
+    GIL for seconds on real models); the sync process never imports onnx then."""
+    from modelhub.hubs.onnx_zoo import HEAVY_CHECK_BYTES
+
+    seed = Store(tmp_path / "seed")
+    width = HEAVY_CHECK_BYTES // 12 + 1024  # a (width x 3) float32 weight: just over the line
+    refs = []
+    for i in range(2):
+        ref = parse(f"onnx:big-{i}")
+        src = make_mlp(tmp_path / "src" / f"big-{i}-13.onnx", seed=i, opset=13, width=width)
+        assert src.stat().st_size >= HEAVY_CHECK_BYTES
+        with seed.lock(ref):
+            import_path(seed, src, ref)
+        refs.append(ref.canonical)
+    report, _ = _sync_subprocess(tmp_path, seed, refs)
+    store = Store(tmp_path / "store")
+    for ref in refs:
+        staged = store.require(parse(ref)).staged
+        assert [s.format for s in staged] == ["onnx"] and staged[0].inputs == ["x"]
+    assert report["imported"] == []

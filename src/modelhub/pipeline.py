@@ -136,8 +136,8 @@ def pull(
     A model already present with the wanted stage is returned with no network access. Else
     ``remote`` (an ``s3://`` URL or a RemoteStore; default ``$MODELHUB_REMOTE``, ``""`` for
     none) is looked up before the hub, and a model pulled from the hub is published to it.
-    ``stager`` runs conversions (``hub.converts``) in worker processes (see
-    :mod:`modelhub.stager`); default, and for cheap checks: in this thread.
+    ``stager`` runs heavy staging (``hub.heavy_stage``) in worker processes (see
+    :mod:`modelhub.stager`); default, and for quick checks: in this thread.
     Raises the typed errors of :mod:`modelhub.errors` (each with its exit code).
     """
     if storage not in STORAGES:
@@ -225,7 +225,7 @@ def _restage(
     try:
         if request.fmt == "none":
             staged = []
-        elif stager is not None and hub.converts(ref, manifest, request):
+        elif stager is not None and hub.heavy_stage(ref, manifest, request):
             staged = stager.stage(hub, ref, manifest, request)
         else:
             staged = hub.stage(ref, manifest, request)

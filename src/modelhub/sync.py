@@ -651,9 +651,10 @@ def sync(
     """Install the model set at ``path`` (``mode``: sync, locked or update); return the report.
 
     ``jobs`` models are pulled at once, in threads. With ``stage_in_processes`` (the CLI's
-    choice when ``jobs`` > 1) their conversions (exports, freezing: ``hub.converts``) run in up
-    to one worker process per CPU instead (:mod:`modelhub.stager`): they are CPU-bound and
-    threads would share one GIL; cheap checks (validating an ONNX file) stay in threads. Worker
+    choice when ``jobs`` > 1) their heavy staging (exports, freezing, checks of large ONNX
+    files: ``hub.heavy_stage``) runs in up to one worker process per CPU instead
+    (:mod:`modelhub.stager`): it is CPU-bound and threads would share one GIL; quick checks stay
+    in threads. Worker
     processes re-import the ``__main__`` module, so a script calling this needs the usual
     ``if __name__ == "__main__":`` guard.
 

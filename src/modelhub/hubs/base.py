@@ -141,10 +141,11 @@ class ModelHub(ABC):
             f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
         )
 
-    def converts(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
-        """Whether staging to ``request.fmt`` converts (imports a framework, seconds of CPU)
-        rather than checks the file as it is. ``modelhub sync --jobs N`` runs conversions in
-        worker processes and cheap checks in its own threads."""
+    def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
+        """Whether staging to ``request.fmt`` is CPU-heavy: a conversion (a framework import,
+        seconds of CPU) or the check of a large model, rather than a quick check.
+        ``modelhub sync --jobs N`` runs heavy staging in worker processes (the frameworks hold
+        the GIL while they work) and quick checks in its own threads."""
         return request.fmt != "none"
 
     def satisfies(self, manifest: Manifest, fmt: str, options: Mapping[str, Any]) -> bool:

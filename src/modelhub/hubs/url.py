@@ -68,11 +68,14 @@ class UrlHub(ModelHub):
             return "onnx"
         return "h5" if name.endswith((".h5", ".hdf5", ".keras")) else "none"
 
-    def converts(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
-        """An ONNX file is only validated; TorchScript and Keras files are converted."""
+    def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
+        """TorchScript and Keras files are converted; an ONNX file is validated (heavy when
+        large, as for the ONNX zoo)."""
         if request.fmt == "onnx" and self.auto_stage(ref) == "onnx":
-            return False
-        return super().converts(ref, manifest, request)
+            from .onnx_zoo import HEAVY_CHECK_BYTES
+
+            return manifest.files[0].size >= HEAVY_CHECK_BYTES
+        return super().heavy_stage(ref, manifest, request)
 
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
         """``onnx`` validates an ONNX file; other formats arrive with their frameworks' hubs."""

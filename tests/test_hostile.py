@@ -175,6 +175,10 @@ TAR_CASES: dict[str, Callable[[], bytes]] = {
     "tar-hardlink-absolute": lambda: _tar([_member("hard", tarfile.LNKTYPE, "/etc/passwd")]),
     "tar-hardlink-to-missing-member": lambda: _tar([_member("hard", tarfile.LNKTYPE, "gone")]),
     "tar-symlink-empty-target": lambda: _tar([_member("b//", tarfile.SYMTYPE, "")]),
+    "tar-symlink-to-itself": lambda: _tar([_member("a", tarfile.SYMTYPE, "a//a")]),
+    "tar-symlink-loop-of-two": lambda: _tar(
+        [_member("a", tarfile.SYMTYPE, "b"), _member("b", tarfile.SYMTYPE, "a")]
+    ),
     "tar-char-device": lambda: _tar([_member("null", tarfile.CHRTYPE)]),
     "tar-block-device": lambda: _tar([_member("sda", tarfile.BLKTYPE)]),
     "tar-fifo": lambda: _tar([_member("pipe", tarfile.FIFOTYPE)]),

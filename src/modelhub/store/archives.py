@@ -1,9 +1,10 @@
 """Safe extraction of untrusted archives (tar, tar.gz, zip) into a fresh folder.
 
 Refused, with ArchiveError (exit 5) and nothing left behind: absolute member names, ``..``,
-backslashes, symlinks or hard links pointing out of the archive's folder, devices and FIFOs,
-more members or more bytes than the limits (decompression bombs; bytes are counted as they are
-written, header sizes are not trusted). Tar uses the stdlib ``data`` filter on top of our checks.
+backslashes, symlinks or hard links pointing out of the archive's folder, symlinks that loop,
+devices and FIFOs, more members or more bytes than the limits (decompression bombs; bytes are
+counted as they are written, header sizes are not trusted). Tar uses the stdlib ``data``
+filter on top of our checks.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def extract_tar(
                 tar.extract(member, dest, filter="data")
             while gzipped and stream.read(1 << 20):
                 pass
+        _refuse_link_loops(dest, shown)
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -98,6 +100,22 @@ def extract_tar(
         # copying a link it cannot create from a target that resolves to itself.
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{shown}: not a readable tar archive: {exc}") from None
+
+
+def _refuse_link_loops(dest: Path, shown: str) -> None:
+    """A symlink that runs through itself (``a -> a/a``, ``a -> b -> a``) escapes nothing but
+    fails every use with ELOOP, and path checks that resolve it go astray: refuse it."""
+    import errno
+    import os
+
+    for path in dest.rglob("*"):
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    name = path.relative_to(dest).as_posix()
+                    raise ArchiveError(f"{shown}: link {name!r} points to itself") from None
 
 
 def zlib_error() -> type[Exception]:

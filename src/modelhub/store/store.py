@@ -1,7 +1,7 @@
 """The Store: the only writer under the store root.
 
 Files arrive in ``.modelhub/tmp/`` (same filesystem), are verified, fsynced and renamed to their
-final name; a manifest is written last. A per-model lock (``fcntl.flock`` through ``filelock``,
+final name; a manifest is written last. A per-model lock (``fcntl.flock``, see ``locking``,
 released by the kernel if the process dies, so no stale lock can block a later run) serialises
 pulls of one reference across processes.
 """
@@ -19,6 +19,7 @@ from ..errors import IntegrityError, NotInStoreError, StoreConflictError
 from ..refs import ModelRef
 from . import layout
 from .files import atomic_write_bytes, fsync_dir, fsync_file, link_or_copy, sha256_file
+from .locking import file_lock
 from .manifest import FileEntry, Manifest
 
 
@@ -62,12 +63,12 @@ class Store:
     # --- locks ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, ref: ModelRef, timeout: float = -1) -> Iterator[None]:
-        """Hold the per-model lock of ``ref`` (blocking; ``timeout`` seconds, -1 = forever)."""
-        from filelock import FileLock
+        """Hold the per-model lock of ``ref`` (blocking; ``timeout`` seconds, -1 = forever).
 
+        Raises LockTimeout (a TimeoutError) when ``timeout`` runs out."""
         path = self.root / layout.lock_path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path), timeout=timeout):
+        with file_lock(path, timeout):
             yield
 
     # --- manifests -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..refs import HUBS, parse
 from . import layout
+from .locking import LockTimeout, file_lock
 from .manifest import Manifest
 from .store import Store
 
@@ -286,18 +287,13 @@ def _lock_files(store: Store) -> list[Path]:
 @contextlib.contextmanager
 def _try_lock(path: Path) -> Iterator[bool]:
     """Hold the model lock at ``path`` if nobody does; yield whether we got it."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        yield False
-        return
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path, timeout=0))
+        except LockTimeout:
+            yield False
+            return
         yield True
-    finally:
-        lock.release()
 
 
 def _live_locks(store: Store) -> list[Path]:

@@ -13,16 +13,7 @@ import pytest
 
 
 def test_eight_processes_one_download(zoo, store_root: Path) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "modelhub", "pull", "onnx:tiny-mlp"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        for _ in range(8)
-    ]
+    procs = [_pull("onnx:tiny-mlp") for _ in range(8)]
     results = [(*p.communicate(timeout=180), p.returncode) for p in procs]
     assert [code for _, _, code in results] == [0] * 8, [err for _, err, _ in results]
     paths = {out.strip() for out, _, _ in results}
@@ -39,14 +30,19 @@ def test_eight_processes_one_download(zoo, store_root: Path) -> None:
     assert leftovers == []
 
 
-def _pull(ref: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``modelhub ARGS...`` running in the background."""
     return subprocess.Popen(
-        [sys.executable, "-m", "modelhub", "pull", ref],
+        [sys.executable, "-m", "modelhub", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(env or os.environ),
     )
+
+
+def _pull(ref: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return _start("pull", ref, env=env)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -120,13 +116,7 @@ def test_pull_racing_gc_and_rm(zoo, store_root: Path) -> None:
         part = found[0] if found else None
         time.sleep(0.01)
     assert part is not None, "the pull never started its download"
-    gc = subprocess.Popen(
-        [sys.executable, "-m", "modelhub", "gc"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+    gc = _start("gc")
     rm = _cli("rm", "onnx:other-mlp")
     _, gc_err = gc.communicate(timeout=120)
     assert gc.returncode == 0, gc_err
@@ -152,20 +142,8 @@ def test_gc_racing_a_pull_at_publication(zoo, store_root: Path, round_: int) -> 
     assert _cli("pull", "onnx:other-mlp").returncode == 0
     procs = [_pull("onnx:tiny-mlp")]
     time.sleep(0.02 * round_)
-    gc = subprocess.Popen(
-        [sys.executable, "-m", "modelhub", "gc"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    rm = subprocess.Popen(
-        [sys.executable, "-m", "modelhub", "rm", "onnx:other-mlp"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+    gc = _start("gc")
+    rm = _start("rm", "onnx:other-mlp")
     for proc in (*procs, gc, rm):
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from tests.support.httpserver import ThreadedServer
+from tests.support.httpserver import DaemonHTTPServer, ThreadedServer
 
 __all__ = ["Exchange", "FaultProxy", "ProxyFault", "matches"]
 
@@ -96,9 +96,7 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(DaemonHTTPServer):
     request_queue_size = 128
     owner: FaultProxy
 

@@ -82,9 +82,14 @@ def _sha256_of(data: bytes | Path) -> str:
     return h.hexdigest()
 
 
-class _Server(http.server.ThreadingHTTPServer):
+class DaemonHTTPServer(http.server.ThreadingHTTPServer):
+    """One daemon thread per connection; stopping never waits for handlers (stalls)."""
+
     daemon_threads = True
     block_on_close = False
+
+
+class _Server(DaemonHTTPServer):
     request_queue_size = 64
     owner: HTTPTestServer
 

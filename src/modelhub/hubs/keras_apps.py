@@ -40,7 +40,7 @@ from ..staging.keras_h5 import (  # stdlib-only at import; Keras loads inside it
     parse_shape,
 )
 from ..store import FileEntry, Manifest, StagedEntry, layout
-from ..store.files import link_or_copy, sha256_file
+from ..store.files import place_file, sha256_file
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 #: Options passed through to the application (``--input-shape``, ``--alpha``).
@@ -313,12 +313,4 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def place_in_cache(src: Path, cached: Path) -> None:
     """Put the verified ``src`` at ``cached`` in the Keras cache atomically (by link mode)."""
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    if cached.is_file() and _same_file(src, cached):
-        return
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        link_or_copy(src, tmp, settings().link_mode)
-        os.replace(tmp, cached)
-    finally:
-        tmp.unlink(missing_ok=True)
+    place_file(src, cached, settings().link_mode)

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
-from ..store.files import link_or_copy, sha256_file
+from ..store.files import place_file, sha256_file
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -200,19 +200,9 @@ class TorchHub(ModelHub):
                 f"{rf.url}: sha256 {entry.sha256[:16]}… does not start with the prefix {prefix} "
                 f"in its name {filename}; the file was not kept"
             )
-        self._place_in_cache(self.store.abspath(entry.path), cached)
+        place_file(self.store.abspath(entry.path), cached, settings().link_mode)
         plan.details["cache_hit"] = False
         return [entry]
-
-    def _place_in_cache(self, src: Path, cached: Path) -> None:
-        """Put the verified file into torch's cache atomically (never over a good file)."""
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        try:
-            link_or_copy(src, tmp, settings().link_mode)
-            os.replace(tmp, cached)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     # --- torch.hub ---------------------------------------------------------------------------
     def _resolve_hub(self, ref: ModelRef, options: dict[str, Any]) -> Plan:

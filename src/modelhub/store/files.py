@@ -116,3 +116,19 @@ def link_or_copy(src: Path, dst: Path, mode: str) -> str:
             ):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def place_file(src: Path, target: Path, mode: str) -> None:
+    """Put ``src`` at ``target`` by link ``mode``, atomically (a temporary name beside it, then
+    a rename): for SDK caches outside the store, whose readers must never see half a file.
+    Nothing is done when ``target`` already is ``src``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if os.path.samefile(src, target):
+            return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        link_or_copy(src, tmp, mode)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

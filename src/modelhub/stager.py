@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
+from ._frameworks import own_process
 from .errors import ModelhubError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def _worker_init(environ: dict[str, str]) -> None:
     # SDK caches (HF_HUB_CACHE, TORCH_HOME, KERAS_HOME, ...) and tokens are read from it.
     os.environ.clear()
     os.environ.update(environ)
+    own_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes

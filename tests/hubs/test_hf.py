@@ -467,7 +467,7 @@ def test_stage_onnx_with_parity_and_dynamic_axes(
     assert staged.format == "onnx" and staged.sha256 == _sha(model.path.read_bytes())
     assert staged.inputs == inputs and staged.outputs == outputs
     assert staged.parity["max_abs_diff"] <= 1e-4 and staged.parity["checked_on"]
-    assert staged.parity["inputs_checked"] == 2
+    assert staged.parity["inputs_checked"] == 1  # fresh values at other sizes
     assert staged.details["task"] == "feature-extraction"
     assert {"torch", "onnx", "onnxruntime", "transformers"} <= set(staged.versions)
     assert modelhub.path(ref) == model.path

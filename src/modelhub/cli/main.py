@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .._frameworks import own_process
 from ..errors import EXIT_ERROR, EXIT_USAGE, ModelhubError, exit_code_for
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code."""
+    if argv is None:  # the program itself (console script, python -m), not a caller's call
+        own_process()
     args_list = sys.argv[1:] if argv is None else list(argv)
     from .fast import fast_path
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import settle
 from ..errors import IntegrityError, StagingError
 from .parity import DEFAULT_TOLERANCE, compare
 
@@ -54,6 +55,7 @@ def quiet_tf() -> Iterator[None]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    settle()
     level = tf.get_logger().level
     tf.get_logger().setLevel("ERROR")
     try:

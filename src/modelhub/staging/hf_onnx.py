@@ -194,6 +194,7 @@ def export_hf_onnx(
         tmp,
         dynamic_axes=axes,
         check_inputs=[check],
+        expected=[second],
         what=f"{ref} → ONNX",
     )
     from ..store.files import sha256_file

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._frameworks import settle
 from ..errors import (
     IntegrityError,
     ModelhubError,
@@ -161,6 +162,7 @@ def import_keras() -> Any:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device discovery logs now, muted
+    settle()
     return keras
 
 

@@ -5,6 +5,7 @@ Stateless and idempotent: it reads the model and reports; it never rewrites the 
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,80 @@ class OnnxInfo:
 def is_lfs_pointer(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) is a Git LFS pointer, not content."""
     return head.startswith(_LFS_PREFIX)
+
+
+def check_session(model: Path | bytes) -> Any:
+    """An onnxruntime CPU session on ``model`` (a path, or the file's bytes) for checking it.
+
+    Graph optimizations are off, so that a check runs the graph as the file writes it (and
+    session creation skips the layout rewrites that cost more than a small check's runs);
+    idle worker threads do not spin, so that the framework computing the reference outputs
+    next is not starved of cores.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _opset_in(buf: Any) -> int:
+    import onnx
+
+    best = 0
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if number == 8:
+                entry = onnx.OperatorSetIdProto.FromString(buf[pos : pos + size])
+                if entry.domain in ("", "ai.onnx"):
+                    best = max(best, int(entry.version))
+            pos += size
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise ValueError("a field runs past the end of the file")
+    return best
+
+
+def read_opset(model: Path | bytes, name: str = "") -> int:
+    """The default-domain opset an ONNX model (a path, or its bytes) imports, cheaply.
+
+    Walks the top-level fields of the ModelProto and decodes only ``opset_import`` (field 8):
+    the graph (field 7), which holds the weights, is skipped by its length prefix. Raises
+    StagingError for a file that is not a well-formed protobuf message.
+    """
+    name = name or (model.name if isinstance(model, Path) else "the model")
+    try:
+        if isinstance(model, bytes):
+            return _opset_in(model)
+        with open(model, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _opset_in(buf)
+    except Exception as exc:  # OSError, ValueError, IndexError, protobuf's DecodeError
+        raise StagingError(f"{name} is not a readable ONNX model: {exc}") from None
 
 
 def _ports(values: Any, initializers: set[str]) -> list[dict[str, Any]]:
@@ -76,11 +151,7 @@ def validate_onnx(path: Path) -> OnnxInfo:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IntegrityError(f"{path.name} is not a valid ONNX model: {first}") from None
     try:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        session = check_session(path)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"onnxruntime cannot load {path.name}: {first}") from None

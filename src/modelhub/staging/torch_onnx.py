@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._frameworks import torch_import_guard
+from .._frameworks import settle, torch_import_guard
 from ..errors import StagingError
+from .onnx_check import check_session, read_opset
 from .parity import DEFAULT_TOLERANCE, compare
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -58,34 +59,30 @@ def export_module(
     *,
     dynamic_axes: Mapping[str, Mapping[int, str]],
     check_inputs: Sequence[Mapping[str, Any]] = (),
+    expected: Sequence[Any] | None = None,
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
     what: str = "model",
 ) -> Exported:
     """Export ``module`` (called with ``inputs`` as positional args in order) to ``target``.
 
-    Parity is checked on ``inputs`` and each of ``check_inputs`` (other batch/sequence sizes
-    prove the dynamic axes). Raises StagingError when export fails, ParityError when outputs
-    differ beyond ``tolerance`` (``target`` is removed then).
+    ``inputs`` drive the exporter's trace; parity is checked on each of ``check_inputs``
+    (fresh values at other batch/sequence sizes: they prove the dynamic axes, and catch values
+    the trace baked in as constants, which the traced inputs themselves never could), or on
+    ``inputs`` when no check inputs are given. ``expected`` may carry the module's outputs
+    for the check inputs when the caller has them already. Raises StagingError when export
+    fails, ParityError when outputs differ beyond ``tolerance`` (``target`` is removed then).
     """
     import numpy as np
     import onnx
     import onnxruntime
     import torch
 
+    settle()
     module.eval()
     names = list(inputs)
     args = tuple(inputs[n] for n in names)
     large = _param_bytes(module) > TWO_GB
-    # The exporter runs the module on ``inputs`` while tracing: keep those outputs as the
-    # reference rather than paying for the same forward pass again (a ScriptModule is not
-    # traced, and any other count of calls falls back to a fresh run).
-    traced: list[Any] = []
-    hook = (
-        None
-        if isinstance(module, torch.jit.ScriptModule)
-        else module.register_forward_hook(lambda _m, _i, out: traced.append(out))
-    )
     try:
         with quiet_stdout(), torch.no_grad():
             torch.onnx.export(
@@ -104,29 +101,26 @@ def export_module(
         target.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"{what}: torch.onnx.export failed: {first}") from None
-    finally:
-        if hook is not None:
-            hook.remove()
+    feeds = list(check_inputs) or [inputs]
+    if expected is not None and len(expected) != len(feeds):
+        raise ValueError(f"{len(expected)} expected outputs for {len(feeds)} check inputs")
     try:
-        model = onnx.load(str(target), load_external_data=False)
-        got = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+        got = read_opset(target)
         if got != opset:
             raise StagingError(f"{what}: asked for opset {opset}, the exporter wrote {got}")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(
-            str(target), options, providers=["CPUExecutionProvider"]
-        )
         worst: dict[str, Any] | None = None
-        for i, feed in enumerate([inputs, *check_inputs]):
-            if i == 0 and len(traced) == 1:
-                expected = traced[0]
+        session = None
+        for i, feed in enumerate(feeds):
+            if expected is not None:
+                reference_out = expected[i]
             else:
-                with torch.no_grad():
-                    expected = module(*(feed[n] for n in names))
-            if isinstance(expected, torch.Tensor):
-                expected = (expected,)
-            reference = [t.detach().cpu().numpy() for t in expected]
+                with torch.inference_mode():
+                    reference_out = module(*(feed[n] for n in names))
+            if isinstance(reference_out, torch.Tensor):
+                reference_out = (reference_out,)
+            reference = [t.detach().cpu().numpy() for t in reference_out]
+            if session is None:  # after the first reference: its threads would compete
+                session = check_session(target)
             onnx_feed = {n: np.asarray(feed[n].detach().cpu().numpy()) for n in names}
             actual = session.run(list(output_names), onnx_feed)
             record = compare(
@@ -138,7 +132,7 @@ def export_module(
         target.unlink(missing_ok=True)
         raise
     assert worst is not None
-    worst["inputs_checked"] = 1 + len(check_inputs)
+    worst["inputs_checked"] = len(feeds)
     versions = {
         "torch": torch.__version__,
         "onnx": onnx.__version__,

@@ -135,7 +135,8 @@ def export_loaded(
     )
     gen = torch.Generator().manual_seed(0)
     example = {"input": torch.randn((2, *shape[1:]), generator=gen)}
-    check = {"input": torch.randn((3, *shape[1:]), generator=gen)}
+    # Parity on fresh values at another batch size (1: the cheapest that is not the traced 2).
+    check = {"input": torch.randn((1, *shape[1:]), generator=gen)}
     tmp = scratch_path(store.tmp_dir, stem)
     opset = int(options.get("opset") or DEFAULT_OPSET)
     exported = export_module(

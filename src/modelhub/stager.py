@@ -24,14 +24,14 @@ import os
 import signal
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from ._frameworks import own_process
 from .errors import ModelhubError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from .hubs import ModelHub, StageRequest
     from .refs import ModelRef
     from .store import Manifest
@@ -93,7 +93,10 @@ class ProcessStager:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
+                # Imported on first use: a sync whose models need no worker never pays for
+                # multiprocessing's import.
                 import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
 
                 if sys.platform.startswith("linux"):
                     context = multiprocessing.get_context("forkserver")
@@ -121,6 +124,8 @@ class ProcessStager:
         self, hub: ModelHub, ref: ModelRef, manifest: Manifest, request: StageRequest
     ) -> list[StagedEntry]:
         """``hub.stage(ref, manifest, request)``, run in a worker process."""
+        from concurrent.futures.process import BrokenProcessPool
+
         pool = self._executor()
         store = hub.store
         try:

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelhub._http import (
+    LARGE_READ_MIN,
+    LARGE_READ_STEP,
     MAX_REDIRECTS,
     POOL,
+    READ_STEP,
     REDIRECT_STATUSES,
     USER_AGENT,
     Conn,
@@ -485,10 +488,12 @@ class _Job:
                 self.buffers.put(alloc_buffer(BUF_SIZE))
         conn, resp, end = self.conn, self.resp, self.resp_end
         assert conn is not None and resp is not None
+        large = self.size is not None and self.size >= LARGE_READ_MIN
+        step = LARGE_READ_STEP if large else READ_STEP
         while end is None or self.offset < end:
             buf = self.buffers.get()
             want = BUF_SIZE if end is None else min(BUF_SIZE, end - self.offset)
-            n, err = read_into(resp, memoryview(buf)[:want])
+            n, err = read_into(resp, memoryview(buf)[:want], step)
             if n:
                 self.sink.submit(buf, n, self.buffers)
                 self.offset += n

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
             except Exception as exc:
                 results.append(exc)
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only for several refs
+
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(one, ref) for ref in refs]
             for fut in futures:

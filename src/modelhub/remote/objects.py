@@ -9,9 +9,11 @@ store-relative (``onnx/tiny-mlp-13.onnx``), validated by ``store.layout.check_re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
-import hashlib
+import os
+import queue
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._http import Sink, alloc_buffer, direct_io_ok
 from ..errors import (
     AuthError,
     HTTPStatusError,
@@ -35,8 +38,9 @@ from ..store.layout import check_relative
 
 SCHEME = "s3://"
 META_SHA256 = "sha256"  # user metadata: x-amz-meta-sha256
-_CHUNK = 4 * 2**20
-_WRITEBACK = 32 * 2**20  # start writing downloaded data to disk every 32 MiB
+_CHUNK = 4 * 2**20  # bytes per read of an object's body, and per hash/write buffer
+_BUFFERS = 8  # buffers in flight between the event loop and the hash + write threads
+_DIRECT_MIN = 64 * 2**20  # objects this large are written with O_DIRECT (see _http.Sink)
 _BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
 _AUTH_CODES = frozenset(
     {
@@ -358,7 +362,10 @@ class S3Objects:
     ) -> tuple[str, int]:
         """Stream ``rel`` into ``dest`` (one GET, sha256 inline); return (sha256, size).
 
-        A broken stream is retried from the start up to ``retries`` times. Raises
+        The event loop only receives, copying the body into page-aligned buffers; the transfer
+        engine's Sink hashes and writes them (O_DIRECT for large objects) in two threads of
+        its own. Measured here with moto on loopback, 1 GiB: 1.9 s instead of 2.5–3.1 s with
+        hashing and page-cache writes inline in the loop's thread. A broken stream is retried from the start up to ``retries`` times. Raises
         IntegrityError when the object is missing, NetworkError / AuthError otherwise.
         """
         bar = _progress_bar(progress, size, PurePosixPath(rel).name)
@@ -366,26 +373,41 @@ class S3Objects:
         async def stream() -> tuple[str, int]:
             resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key(rel))
             body = resp["Body"]
-            digest = hashlib.sha256()
-            done = flushed = 0
-            # Hashing inline, in the event loop's thread: measured faster on a busy 2-core
-            # machine than handing chunks to a worker thread (GIL hand-offs cost more than the
-            # overlap gains there).
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            sink = Sink(fd, dest, 0, bar)
+            if size >= _DIRECT_MIN and direct_io_ok(dest):
+                sink.use_direct()
+            free: queue.Queue[Any] = queue.Queue()
+            for _ in range(_BUFFERS):
+                free.put(alloc_buffer(_CHUNK))
+            buf, fill = free.get_nowait(), 0
+            ok = False
             try:
-                with open(dest, "wb") as fh:
-                    while chunk := await body.read(_CHUNK):
-                        digest.update(chunk)
-                        fh.write(chunk)
-                        done += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                        if done - flushed >= _WRITEBACK:
-                            fh.flush()
-                            _start_writeback(fh.fileno(), flushed, done - flushed)
-                            flushed = done
+                while chunk := await body.read(_CHUNK):
+                    mv, pos = memoryview(chunk), 0
+                    while pos < len(mv):
+                        n = min(len(mv) - pos, _CHUNK - fill)
+                        buf[fill : fill + n] = mv[pos : pos + n]
+                        fill, pos = fill + n, pos + n
+                        if fill == _CHUNK:
+                            sink.submit(buf, fill, free)
+                            while True:
+                                try:
+                                    buf, fill = free.get_nowait(), 0
+                                    break
+                                except queue.Empty:
+                                    await asyncio.sleep(0.001)
+                if fill:
+                    sink.submit(buf, fill, free)
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(None, sink.finish)  # drain, fsync
+                ok = True
+                return result
             finally:
                 body.close()
-            return digest.hexdigest(), done
+                if not ok:
+                    sink.abort()
+                os.close(fd)
 
         attempts = max(1, retries)
         try:
@@ -407,30 +429,6 @@ class S3Objects:
         finally:
             if bar is not None:
                 bar.close()
-
-
-_sync_file_range: Any = None
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a written range to disk without waiting (Linux ``sync_file_range``).
-
-    Store.publish fsyncs every file before its rename; starting the writeback while the rest
-    of the object is still arriving leaves that fsync little to wait for (measured: 0.35 s → 0.01
-    s for 1 GiB here). Elsewhere, or if the call is unavailable, a no-op.
-    """
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            with contextlib.suppress(OSError, AttributeError):
-                func = ctypes.CDLL(None, use_errno=True).sync_file_range
-                func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-                _sync_file_range = func
-    if _sync_file_range:
-        _sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE: start, don't wait
 
 
 def _progress_bar(progress: bool | None, total: int, desc: str) -> Any:

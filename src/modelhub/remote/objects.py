@@ -365,7 +365,9 @@ class S3Objects:
         The event loop only receives, copying the body into page-aligned buffers; the transfer
         engine's Sink hashes and writes them (O_DIRECT for large objects) in two threads of
         its own. Measured here with moto on loopback, 1 GiB: 1.9 s instead of 2.5–3.1 s with
-        hashing and page-cache writes inline in the loop's thread. A broken stream is retried from the start up to ``retries`` times. Raises
+        hashing and page-cache writes inline in the loop's thread.
+
+        A broken stream is retried from the start up to ``retries`` times. Raises
         IntegrityError when the object is missing, NetworkError / AuthError otherwise.
         """
         bar = _progress_bar(progress, size, PurePosixPath(rel).name)

@@ -33,8 +33,8 @@ def is_lfs_pointer(head: bytes) -> bool:
     return head.startswith(_LFS_PREFIX)
 
 
-def check_session(model: Path | bytes) -> Any:
-    """An onnxruntime CPU session on ``model`` (a path, or the file's bytes) for checking it.
+def check_session(path: Path) -> Any:
+    """An onnxruntime CPU session on the ONNX file ``path``, for checking it.
 
     Graph optimizations are off, so that a check runs the graph as the file writes it (and
     session creation skips the layout rewrites that cost more than a small check's runs);
@@ -47,8 +47,7 @@ def check_session(model: Path | bytes) -> Any:
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _varint(buf: Any, pos: int) -> tuple[int, int]:
@@ -90,21 +89,18 @@ def _opset_in(buf: Any) -> int:
     return best
 
 
-def read_opset(model: Path | bytes, name: str = "") -> int:
-    """The default-domain opset an ONNX model (a path, or its bytes) imports, cheaply.
+def read_opset(path: Path) -> int:
+    """The default-domain opset an ONNX file imports, without parsing its graph.
 
     Walks the top-level fields of the ModelProto and decodes only ``opset_import`` (field 8):
     the graph (field 7), which holds the weights, is skipped by its length prefix. Raises
     StagingError for a file that is not a well-formed protobuf message.
     """
-    name = name or (model.name if isinstance(model, Path) else "the model")
     try:
-        if isinstance(model, bytes):
-            return _opset_in(model)
-        with open(model, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _opset_in(buf)
     except Exception as exc:  # OSError, ValueError, IndexError, protobuf's DecodeError
-        raise StagingError(f"{name} is not a readable ONNX model: {exc}") from None
+        raise StagingError(f"{path.name} is not a readable ONNX model: {exc}") from None
 
 
 def _ports(values: Any, initializers: set[str]) -> list[dict[str, Any]]:

@@ -78,6 +78,9 @@ def export_module(
     import onnxruntime
     import torch
 
+    feeds = list(check_inputs) or [inputs]
+    if expected is not None and len(expected) != len(feeds):
+        raise ValueError(f"{len(expected)} expected outputs for {len(feeds)} check inputs")
     settle()
     module.eval()
     names = list(inputs)
@@ -101,9 +104,6 @@ def export_module(
         target.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"{what}: torch.onnx.export failed: {first}") from None
-    feeds = list(check_inputs) or [inputs]
-    if expected is not None and len(expected) != len(feeds):
-        raise ValueError(f"{len(expected)} expected outputs for {len(feeds)} check inputs")
     try:
         got = read_opset(target)
         if got != opset:

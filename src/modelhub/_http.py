@@ -50,6 +50,7 @@ LARGE_READ_STEP = 4 * MiB
 LARGE_READ_MIN = 256 * MiB
 WRITE_STEP = 1 * MiB  # bytes per os.write (see Sink._write)
 WRITEBACK_STEP = 64 * MiB  # start writeback of the part file every this many bytes
+DIRECT_MIN = 64 * MiB  # files this large bypass the page cache on local filesystems
 DIRECT_ALIGN = 4096  # O_DIRECT offset/length/address alignment that every local fs accepts
 DIRECT_STEP = 4 * MiB  # bytes per O_DIRECT write (measured here, 1 GiB in process: 4 and 8 MiB
 # steps ~10% faster than 2 MiB, 1 MiB ~20% slower; an earlier, busier run had favoured 2 MiB)

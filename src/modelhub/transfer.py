@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelhub._http import (
+    DIRECT_MIN,
     LARGE_READ_MIN,
     LARGE_READ_STEP,
     MAX_REDIRECTS,
@@ -69,7 +70,6 @@ BUF_SIZE = 4 * MiB  # single-connection receive buffers (readinto target, then h
 SINGLE_BUFFERS = 8  # in flight between receive, hash and write: absorbs stalls in any stage
 CHUNK_SIZE = 8 * MiB  # parallel path: one Range request per chunk
 PARALLEL_MIN = 32 * MiB  # below this, one connection is as fast and simpler
-DIRECT_MIN = 64 * MiB  # files this large bypass the page cache on local filesystems
 MAX_WORKERS = 16
 # A first chunk whose second half arrives at least this fast (bytes/s; the first half absorbs
 # connection set-up, time to first byte and TCP slow start) means one connection already

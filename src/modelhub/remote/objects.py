@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._http import Sink, alloc_buffer, direct_io_ok
+from .._http import DIRECT_MIN, Sink, alloc_buffer, direct_io_ok
 from ..errors import (
     AuthError,
     HTTPStatusError,
@@ -40,7 +40,6 @@ SCHEME = "s3://"
 META_SHA256 = "sha256"  # user metadata: x-amz-meta-sha256
 _CHUNK = 4 * 2**20  # bytes per read of an object's body, and per hash/write buffer
 _BUFFERS = 8  # buffers in flight between the event loop and the hash + write threads
-_DIRECT_MIN = 64 * 2**20  # objects this large are written with O_DIRECT (see _http.Sink)
 _BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
 _AUTH_CODES = frozenset(
     {
@@ -377,7 +376,7 @@ class S3Objects:
             body = resp["Body"]
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             sink = Sink(fd, dest, 0, bar)
-            if size >= _DIRECT_MIN and direct_io_ok(dest):
+            if size >= DIRECT_MIN and direct_io_ok(dest):
                 sink.use_direct()
             free: queue.Queue[Any] = queue.Queue()
             for _ in range(_BUFFERS):

@@ -25,6 +25,7 @@ from modelhub.store import Store
 from modelhub.sync import (
     LOCK_NAME,
     LockMismatchError,
+    _Picker,
     load_specs,
     read_lock,
     schedule,
@@ -420,6 +421,49 @@ def test_schedule_mixes_hubs_first_then_longest_first(tmp_path: Path) -> None:
     specs = load_specs(toml)
     order = [specs[i].name for i in schedule(specs)]
     assert order == ["hf:o/a", "tfhub:t/m/1", "onnx:a", refs[2], "hf:o/b", "onnx:b"]
+
+
+def test_picker_holds_back_a_hub_until_it_is_warm(tmp_path: Path) -> None:
+    """While hf's first model sets the SDK up, free workers take other hubs' models; the
+    second hf model goes first once hf is warm; with only cold hubs left, they go anyway."""
+    refs = ["hf:o/a", "hf:o/b", "hf:o/c", "onnx:a", "onnx:b", "url:http://h/x.onnx"]
+    toml = tmp_path / "modelhub.toml"
+    toml.write_text("".join(f'[[model]]\nref = "{r}"\n' for r in refs), encoding="utf-8")
+    specs = load_specs(toml)
+    picker = _Picker(specs)
+
+    def take() -> tuple[str, bool]:
+        picked = picker.next()
+        assert picked is not None
+        return specs[picked[0]].name, picked[1]
+
+    assert take() == ("hf:o/a", True)
+    assert take() == ("onnx:a", True)
+    assert take() == (refs[5], True)
+    assert take() == ("hf:o/b", False)  # only cold hubs left: the first of them, not idling
+    picker.warm(0)  # hf:o/a set the SDK up
+    assert take() == ("hf:o/c", False)
+    assert take() == ("onnx:b", False)
+    assert picker.next() is None
+
+
+_WARM_UP = """
+import sys
+from modelhub.hubs.hf import HuggingFaceHub
+assert "huggingface_hub._snapshot_download" not in sys.modules
+HuggingFaceHub(None).warm_up()
+assert "huggingface_hub._snapshot_download" in sys.modules
+"""
+
+
+def test_hf_warm_up_imports_what_a_snapshot_download_needs() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-800:]
 
 
 def test_locked_restages_without_downloading_again(

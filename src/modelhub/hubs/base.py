@@ -141,6 +141,14 @@ class ModelHub(ABC):
             f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
         )
 
+    def warm_up(self) -> None:
+        """Do the one-time set-up of pulls from this hub now (importing its SDK).
+
+        ``modelhub sync`` calls it once per hub before that hub's first model, so that other
+        workers know when the hub is ready for more models. Default: nothing to do.
+        """
+        return None
+
     def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
         """Whether staging to ``request.fmt`` is CPU-heavy: a conversion (a framework import,
         seconds of CPU) or the check of a large model, rather than a quick check.

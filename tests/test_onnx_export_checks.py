@@ -107,3 +107,25 @@ def test_settle_freezes_framework_objects_only_in_modelhubs_own_process() -> Non
     )
     assert done.returncode == 0, done.stderr[-800:]
     assert int(done.stdout) > 1000
+
+
+_LEAVING = """
+import gc
+from modelhub import _frameworks
+junk = [[] for _ in range(1000)]
+_frameworks.leaving()
+assert gc.get_freeze_count() == 0, "a caller's process keeps its collector policy"
+_frameworks.own_process()
+_frameworks.leaving()
+assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+"""
+
+
+def test_leaving_spares_the_exit_collection_only_in_modelhubs_own_process() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LEAVING], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-800:]

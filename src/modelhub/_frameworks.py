@@ -52,3 +52,16 @@ def settle() -> None:
     if fresh:
         _settled.update(fresh)
         gc.freeze()
+
+
+def leaving() -> None:
+    """A process modelhub owns is about to exit: spare it the collector's last full pass.
+
+    Interpreter shutdown collects once more over every object alive: ~70 ms of a ``sync``
+    that loaded huggingface_hub, onnx and onnxruntime (measured: 0.12-0.14 s from the last
+    atexit handler to the process's end, 0.05 s after this). Nothing the program needs happens
+    in that pass: its files are written, closed and published by then, and the memory goes
+    back to the system with the process. A no-op in a caller's process.
+    """
+    if _owned:
+        gc.freeze()

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .._frameworks import own_process
+from .._frameworks import leaving, own_process
 from ..errors import EXIT_ERROR, EXIT_USAGE, ModelhubError, exit_code_for
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc)
     except Exception as exc:  # a bug or an unexpected environment: still one line
         return report(exc)
+    finally:
+        if argv is None:
+            leaving()
 
 
 def report(exc: BaseException) -> int:

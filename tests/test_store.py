@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -130,6 +131,25 @@ def test_link_modes(tmp_path: Path, mode: str) -> None:
     if mode in ("auto", "reflink"):
         assert used in ("reflink", "hardlink", "copy")
     assert src.read_bytes() == b"weights", "the source is never modified"
+
+
+def test_a_filesystem_that_refused_a_reflink_is_not_asked_again(tmp_path: Path) -> None:
+    from modelhub.store import files
+
+    src = tmp_path / "blob"
+    src.write_bytes(b"weights")
+    device = os.stat(tmp_path).st_dev
+    files._NO_REFLINK.discard(device)
+    if link_or_copy(src, tmp_path / "first", "auto") == "reflink":
+        assert device not in files._NO_REFLINK
+        pytest.skip("this filesystem makes reflinks")
+    assert device in files._NO_REFLINK
+    with pytest.raises(OSError) as refused:
+        files._reflink(src, tmp_path / "second")
+    assert refused.value.errno == errno.EOPNOTSUPP
+    assert not (tmp_path / "second").exists(), "not even created and removed this time"
+    assert link_or_copy(src, tmp_path / "third", "auto") == "hardlink"
+    assert (tmp_path / "third").read_bytes() == b"weights"
 
 
 def test_link_in_hardlink_adds_no_bytes(tmp_path: Path, store_root: Path) -> None:

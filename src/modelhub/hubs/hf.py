@@ -44,6 +44,7 @@ from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from .base import ModelHub, Plan, StageRequest
+from .hf_stream import Watch
 
 _HEX = frozenset("0123456789abcdef")
 TOKEN_HINT = "set HF_TOKEN (or run `hf auth login`) with a token that has access"
@@ -287,8 +288,11 @@ class HuggingFaceHub(ModelHub):
 
         huggingface_hub.snapshot_download  # noqa: B018  (a lazy attribute: imports the module)
 
-    def _snapshot(self, plan: Plan, offline: bool, progress: bool | None) -> Path:
-        """The snapshot folder of ``plan`` in the HF cache, downloading what is missing."""
+    def _snapshot(
+        self, plan: Plan, offline: bool, progress: bool | None
+    ) -> tuple[Path, Watch | None]:
+        """The snapshot folder of ``plan`` in the HF cache, downloading what is missing, and
+        the watch over the download (None when nothing was downloaded)."""
         import huggingface_hub
 
         ref = plan.ref
@@ -319,10 +323,11 @@ class HuggingFaceHub(ModelHub):
                 else:
                     if offline or cached_listing(ref.name, local.name, cache) is not None:
                         plan.details["cache_hit"] = True
-                        return local
+                        return local, None
                     unverified = local
             try:
-                snapshot = Path(huggingface_hub.snapshot_download(**kwargs))
+                with Watch() as watch:
+                    snapshot = Path(huggingface_hub.snapshot_download(**kwargs))
             except Exception as exc:
                 raise _map_error(exc, ref, self.hub_url, offline=False) from None
         if unverified is not None and cached_listing(ref.name, snapshot.name, cache) is None:
@@ -332,7 +337,7 @@ class HuggingFaceHub(ModelHub):
                 "complete; use --offline to take it as it is"
             )
         plan.details["cache_hit"] = False
-        return snapshot
+        return snapshot, watch
 
     def _wanted(self, plan: Plan, snapshot: Path, listing: Mapping[str, Any] | None) -> list[str]:
         """Repo paths to enter: the commit's listing (else the folder) filtered by patterns."""
@@ -360,7 +365,7 @@ class HuggingFaceHub(ModelHub):
         Raises ModelNotFoundError when no file matches ``include``/``exclude``, IntegrityError
         when a cached file is missing or of another size than the Hub listed.
         """
-        snapshot = self._snapshot(plan, offline, progress)
+        snapshot, watch = self._snapshot(plan, offline, progress)
         commit = snapshot.name
         plan.revision = commit
         plan.sdk_cache = str(snapshot)
@@ -376,10 +381,9 @@ class HuggingFaceHub(ModelHub):
         folder = plan.details["folder"]
         entries = []
         used: set[str] = set()
-        verify = not plan.details.get("cache_hit")  # bytes the SDK fetched in this pull
 
         def check(name: str) -> tuple[Path, str]:
-            return self._checked_blob(plan.ref, snapshot, name, listing, verify)
+            return self._checked_blob(plan.ref, snapshot, name, listing, watch)
 
         # Hashing releases the GIL: a sharded checkpoint is verified on every core at once.
         workers = min(len(names), os.cpu_count() or 1)
@@ -404,15 +408,17 @@ class HuggingFaceHub(ModelHub):
         snapshot: Path,
         name: str,
         listing: Mapping[str, Any] | None,
-        verify: bool,
+        watch: Watch | None,
     ) -> tuple[Path, str]:
-        """The cache blob behind ``name`` and its sha256, its size (and with ``verify`` its
-        content) checked against the Hub's listing."""
+        """The cache blob behind ``name`` and its sha256, its size checked against the Hub's
+        listing, and its content too after a download (``watch``): from what the watch saw
+        stream in whole (:mod:`.hf_stream`), else by reading the blob."""
         path = snapshot / name
         if not path.is_file():
             raise IntegrityError(f"{ref}: {name} is missing from the cached snapshot {snapshot}")
         blob = path.resolve()
-        size = blob.stat().st_size
+        stat = blob.stat()
+        size = stat.st_size
         info = listing.get(name) if listing is not None else None
         info = info if isinstance(info, dict) else {}
         expected = info.get("lfs_size", info.get("size"))
@@ -424,7 +430,9 @@ class HuggingFaceHub(ModelHub):
         if not (isinstance(sha, str) and _is_sha256(sha)):
             # No LFS sha256 listed: a blob is named by its ETag, the sha256 for LFS files.
             sha = blob.name if _is_sha256(blob.name) else sha256_file(blob)[0]
-        elif verify:
+        elif watch is not None and not (
+            blob.name == sha and watch.received(sha, size, stat.st_mtime_ns)
+        ):
             # huggingface_hub checks sizes only: a body corrupted in transit would otherwise be
             # recorded under the sha256 the Hub listed.
             actual = sha256_file(blob)[0]

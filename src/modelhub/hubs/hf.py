@@ -14,7 +14,9 @@ over the old ones, so links made earlier keep their bytes). Errors of the SDK ar
 modelhub's types.
 
 sha256: the listing's LFS sha256 (the Hub's, and the mirror's, ETag of LFS files, so the blob is
-named by it); other files (small git files on the Hub) are hashed.
+named by it); other files (small git files on the Hub) are hashed. The SDK checks sizes only, so
+the bytes of every LFS file it downloads are checked against that sha256: hashed as they stream
+through the SDK's client (:mod:`.hf_stream`), else by reading the blob once it is written.
 """
 
 from __future__ import annotations

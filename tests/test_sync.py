@@ -25,12 +25,12 @@ from modelhub.store import Store
 from modelhub.sync import (
     LOCK_NAME,
     LockMismatchError,
-    _Picker,
     load_specs,
     read_lock,
     schedule,
     sync,
 )
+from modelhub.sync_order import Picker
 from tests.support.httpserver import HTTPTestServer
 from tests.support.mirror_fixtures import make_hf_snapshot, make_savedmodel_folder
 from tests.support.onnx_models import make_mlp
@@ -430,7 +430,7 @@ def test_picker_holds_back_a_hub_until_it_is_warm(tmp_path: Path) -> None:
     toml = tmp_path / "modelhub.toml"
     toml.write_text("".join(f'[[model]]\nref = "{r}"\n' for r in refs), encoding="utf-8")
     specs = load_specs(toml)
-    picker = _Picker(specs)
+    picker = Picker(specs)
 
     def take() -> tuple[str, bool]:
         picked = picker.next()

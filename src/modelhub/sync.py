@@ -67,6 +67,7 @@ from .pipeline import STAGES, STORAGES, as_ref, pull
 from .refs import ModelRef
 from .store import Manifest, Store
 from .store.files import atomic_write_bytes
+from .sync_order import Picker, schedule
 
 if TYPE_CHECKING:
     from .stager import ProcessStager
@@ -614,72 +615,6 @@ def _upstream_status(store: Store, entry: LockEntry) -> Any:
     return check(Recorded.from_lock(entry), store)
 
 
-# Rough relative cost of one model per hub: metadata round trips before the bytes, SDK work.
-_HUB_WEIGHT = {"hf": 4, "tfhub": 3, "kaggle": 3, "torch": 3, "keras": 2, "onnx": 1, "url": 1}
-
-
-def schedule(specs: Sequence[ModelSpec]) -> list[int]:
-    """The order to start the models in (indexes into ``specs``).
-
-    First one model of each hub, costliest hubs first: each hub's one-time set-up (importing
-    its SDK, which holds the GIL) then overlaps with the other hubs' network waits instead of
-    queueing behind itself. Then the rest, longest first (by hub), so that the quick models
-    come last and no worker is left with a long pull while the others have finished.
-    """
-
-    def weight(i: int) -> int:
-        return _HUB_WEIGHT.get(specs[i].ref.hub, 2)
-
-    first: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        first.setdefault(spec.ref.hub, i)
-    wave = sorted(first.values(), key=lambda i: (-weight(i), i))
-    started = set(wave)
-    rest = sorted((i for i in range(len(specs)) if i not in started), key=lambda i: (-weight(i), i))
-    return wave + rest
-
-
-class _Picker:
-    """Hands out models in :func:`schedule` order, holding back a hub still warming up.
-
-    A hub's first model pays its one-time set-up (``hub.warm_up()``: the SDK import, ~0.2 s
-    of CPU for huggingface_hub). Until that is done, a free worker takes a model of another
-    hub rather than the next of the same hub, which would only wait on the import lock; when
-    nothing else is left it takes the held-back model anyway.
-    """
-
-    def __init__(self, specs: Sequence[ModelSpec]) -> None:
-        self._hubs = [spec.ref.hub for spec in specs]
-        self._pending = schedule(specs)
-        self._started: set[str] = set()
-        self._warm: set[str] = set()
-        self._lock = threading.Lock()
-
-    def next(self) -> tuple[int, bool] | None:
-        """The next model to start and whether it is its hub's first; None when none is left."""
-        with self._lock:
-            if not self._pending:
-                return None
-            pick = next(
-                (
-                    i
-                    for i in self._pending
-                    if self._hubs[i] in self._warm or self._hubs[i] not in self._started
-                ),
-                self._pending[0],
-            )
-            self._pending.remove(pick)
-            hub = self._hubs[pick]
-            first = hub not in self._started
-            self._started.add(hub)
-            return pick, first
-
-    def warm(self, index: int) -> None:
-        """The hub of model ``index`` is set up (or its first model is done, either way)."""
-        with self._lock:
-            self._warm.add(self._hubs[index])
-
-
 def sync(
     path: Path | str = DEFAULT_FILE,
     *,
@@ -719,7 +654,7 @@ def sync(
     workers = max(1, jobs if jobs and jobs > 0 else default_jobs())
     syncer = _Syncer(st, mode, lock or {}, offline, on_event or (lambda e: None), len(specs))
     if results:
-        picker = _Picker(specs)
+        picker = Picker(specs)
         threads = min(workers, len(results))
 
         def work() -> None:
@@ -731,7 +666,6 @@ def sync(
                         get_hub(specs[index].ref.hub, st).warm_up()
                     picker.warm(index)
                 syncer.run(index, results[index])
-                picker.warm(index)
 
         with contextlib.ExitStack() as stack:
             if stage_in_processes and threads > 1:

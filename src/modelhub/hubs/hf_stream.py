@@ -20,6 +20,7 @@ transport the hook does not see, a blob the SDK found in its cache instead of do
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -47,7 +48,9 @@ def _record(sha256: str, size: int) -> None:
             watch.seen.add((sha256, size))
 
 
+@functools.cache
 def _stream_class() -> type:
+    """The wrapping stream class, built on first use (httpx2 imported only then)."""
     import httpx2
 
     class HashingStream(httpx2.SyncByteStream):
@@ -78,12 +81,8 @@ def _stream_class() -> type:
     return HashingStream
 
 
-_stream_cls: type | None = None
-
-
 def _on_response(response: Any) -> None:
     """httpx response hook: wrap a large, whole, unencoded ``200`` body while a watch is open."""
-    global _stream_cls
     if not _watches or response.status_code != 200:
         return
     request = response.request
@@ -97,9 +96,7 @@ def _on_response(response: Any) -> None:
         return
     if length < MIN_BYTES:
         return
-    if _stream_cls is None:
-        _stream_cls = _stream_class()
-    response.stream = _stream_cls(response.stream, length)
+    response.stream = _stream_class()(response.stream, length)
 
 
 def _hook_session() -> None:

@@ -4,6 +4,7 @@ half-written under a final name."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 FRAMEWORK_DIRS = ("onnx", "pytorch", "keras", "tensorflow", "huggingface", "other")
@@ -35,6 +36,20 @@ def tmp_files(store: Path) -> list[Path]:
     """Files left under ``.modelhub/tmp`` (in-flight downloads, scratch files)."""
     tmp = store / ".modelhub" / "tmp"
     return sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else []
+
+
+def live_bytes(root: Path, suffix: str = "") -> int:
+    """Bytes in the files under ``root`` (ending in ``suffix``) while another process writes
+    there: folders and files that vanish mid-walk (an SDK's temporary dirs) are skipped."""
+    total = 0
+    for folder, _, names in os.walk(root):  # os.walk ignores folders removed under it
+        for name in names:
+            if name.endswith(suffix):
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    continue
+    return total
 
 
 def manifests(store: Path) -> list[Path]:

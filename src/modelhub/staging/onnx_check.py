@@ -5,12 +5,14 @@ Stateless and idempotent: it reads the model and reports; it never rewrites the 
 
 from __future__ import annotations
 
+import itertools
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, StagingError
+from .onnx_wire import opset_in, weights_by_reference
 
 CONVERTER = "onnx.checker+shape_inference+onnxruntime"
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
@@ -33,13 +35,37 @@ def is_lfs_pointer(head: bytes) -> bool:
     return head.startswith(_LFS_PREFIX)
 
 
-def check_session(path: Path) -> Any:
+# The session option naming the external-data folder of a model loaded from bytes.
+_FOLDER_OPTION_SINCE = (1, 21)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """The leading numeric release fields of a version string: "1.21.0rc1" → (1, 21, 0)."""
+    numbers = []
+    for part in text.split("+")[0].split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if digits != part:
+            break
+    return tuple(numbers)
+
+
+def check_session(path: Path, *, weights_in_place: bool = False) -> Any:
     """An onnxruntime CPU session on the ONNX file ``path``, for checking it.
 
     Graph optimizations are off, so that a check runs the graph as the file writes it (and
     session creation skips the layout rewrites that cost more than a small check's runs);
     idle worker threads do not spin, so that the framework computing the reference outputs
     next is not starved of cores.
+
+    ``weights_in_place``: load a copy of the model whose large initializers reference their
+    bytes inside ``path`` (``onnx_wire.weights_by_reference``) instead of the file itself, so
+    that onnxruntime maps the weights rather than parsing and copying them (the graph and the
+    weight bytes it runs are still the file's). For checking a file modelhub just wrote; a
+    file from elsewhere is loaded whole, which is what proves that onnxruntime accepts it.
+    onnxruntime before 1.21 has no option for the folder of such a view: the file is loaded.
     """
     import onnxruntime
 
@@ -47,46 +73,15 @@ def check_session(path: Path) -> Any:
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _varint(buf: Any, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _opset_in(buf: Any) -> int:
-    import onnx
-
-    best = 0
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            if number == 8:
-                entry = onnx.OperatorSetIdProto.FromString(buf[pos : pos + size])
-                if entry.domain in ("", "ai.onnx"):
-                    best = max(best, int(entry.version))
-            pos += size
-        else:
-            raise ValueError(f"wire type {wire}")
-        if pos > end:
-            raise ValueError("a field runs past the end of the file")
-    return best
+    model: str | bytes = str(path)
+    if weights_in_place and _version(onnxruntime.__version__) >= _FOLDER_OPTION_SINCE:
+        view = weights_by_reference(path)
+        if view is not None:
+            model = view
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(path.parent)
+            )
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def read_opset(path: Path) -> int:
@@ -98,8 +93,8 @@ def read_opset(path: Path) -> int:
     """
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _opset_in(buf)
-    except Exception as exc:  # OSError, ValueError, IndexError, protobuf's DecodeError
+            return opset_in(buf)
+    except (OSError, ValueError) as exc:  # WireError is a ValueError; mmap of an empty file too
         raise StagingError(f"{path.name} is not a readable ONNX model: {exc}") from None
 
 

@@ -120,7 +120,7 @@ def export_module(
                 reference_out = (reference_out,)
             reference = [t.detach().cpu().numpy() for t in reference_out]
             if session is None:  # after the first reference: its threads would compete
-                session = check_session(target)
+                session = check_session(target, weights_in_place=True)
             onnx_feed = {n: np.asarray(feed[n].detach().cpu().numpy()) for n in names}
             actual = session.run(list(output_names), onnx_feed)
             record = compare(

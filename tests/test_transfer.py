@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelhub import transfer
-from modelhub._http import redirect_target, same_origin
+from modelhub._http import Sink, redirect_target, same_origin
 from modelhub.errors import (
     AuthError,
     HashMismatchError,
@@ -98,6 +100,43 @@ def test_plain_download_hashes_inline(server: HTTPTestServer, data: bytes, tmp_p
     assert d.url == f"{server.url}/m/model.bin"
     assert not sidecar(part).exists()
     assert len(gets(server)) == 1 and "range" not in gets(server)[0]
+
+
+@pytest.mark.parametrize("prefix", [0, 1000])
+def test_sink_takes_a_whole_file_in_one_buffer_without_threads(tmp_path: Path, prefix: int) -> None:
+    content = os.urandom(5000)
+    part = tmp_path / "x.part"
+    part.write_bytes(content[:prefix])  # a resumed prefix is hashed before what follows it
+    fd = os.open(part, os.O_WRONLY)
+    try:
+        sink = Sink(fd, part, prefix, None)
+        released: queue.Queue[mmap.mmap] = queue.Queue()
+        buf = mmap.mmap(-1, 8192)
+        buf[: len(content) - prefix] = content[prefix:]
+        sink.submit(buf, len(content) - prefix, released, last=True)
+        assert sink.threads == [] and released.get_nowait() is buf
+        assert sink.finish() == (sha(content), len(content))
+    finally:
+        os.close(fd)
+    assert part.read_bytes() == content
+
+
+def test_sink_pipelines_a_file_of_several_buffers(tmp_path: Path) -> None:
+    pieces = [os.urandom(3000), os.urandom(2000)]
+    part = tmp_path / "x.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT)
+    try:
+        sink = Sink(fd, part, 0, None)
+        released: queue.Queue[mmap.mmap] = queue.Queue()
+        for i, piece in enumerate(pieces):
+            buf = mmap.mmap(-1, 4096)
+            buf[: len(piece)] = piece
+            sink.submit(buf, len(piece), released, last=i == len(pieces) - 1)
+        assert [t.name for t in sink.threads] == ["modelhub-hash", "modelhub-write"]
+        assert sink.finish() == (sha(b"".join(pieces)), 5000)
+    finally:
+        os.close(fd)
+    assert part.read_bytes() == b"".join(pieces)
 
 
 def test_small_file_with_default_connections(server: HTTPTestServer, data: bytes, tmp_path: Path):

@@ -497,6 +497,10 @@ class Sink:
     filling the next buffer meanwhile; hashlib, os.pwrite and socket reads all release the GIL,
     so the stages overlap on separate cores. Hashing and writing stay in file order, so the file
     is always a contiguous prefix of the content, which keeps resume trivial.
+
+    The threads start with the first buffer that is not the file's last: a file that fits in
+    one buffer (most files of a model: configs, tokenizers, small weights) is hashed and written
+    by the receiver itself, with nothing to overlap and no threads to start and hand over to.
     """
 
     def __init__(self, fd: int, path: Path, prefix: int, bar: Any) -> None:
@@ -513,12 +517,8 @@ class Sink:
         self.synced = prefix  # writeback already started up to here
         self.direct = False  # set by use_direct(); read by the writer thread
         self.dfd = -1  # the O_DIRECT descriptor, opened by the writer on first use
-        self.threads = [
-            threading.Thread(target=self._hasher, name="modelhub-hash", daemon=True),
-            threading.Thread(target=self._writer, name="modelhub-write", daemon=True),
-        ]
-        for t in self.threads:
-            t.start()
+        self.threads: list[threading.Thread] = []  # started by the first submit() needing them
+        self.prefix_pending = prefix > 0  # the resumed prefix is hashed before any new byte
 
     def use_direct(self) -> None:
         """Write aligned blocks with O_DIRECT from now on (large files on local filesystems).
@@ -530,12 +530,35 @@ class Sink:
         """
         self.direct = hasattr(os, "O_DIRECT")
 
-    def submit(self, buf: mmap.mmap, n: int, release: queue.Queue[mmap.mmap]) -> None:
-        """Queue ``buf[:n]``; the buffer goes back to ``release`` once written."""
+    def submit(
+        self, buf: mmap.mmap, n: int, release: queue.Queue[mmap.mmap], last: bool = False
+    ) -> None:
+        """Queue ``buf[:n]``; the buffer goes back to ``release`` once written.
+
+        ``last``: these are the file's final bytes. When nothing was queued before them, they
+        are hashed and written here and now (see the class docstring).
+        """
         if self.error is not None:
             release.put(buf)
             raise self.error
-        self.hash_q.put(("data", buf, n, release))
+        msg = ("data", buf, n, release)
+        if last and not self.threads:
+            self._prefix_only()
+            self._hash_one(msg)
+            self._write_one(msg)
+            return
+        self._start()
+        self.hash_q.put(msg)
+
+    def _start(self) -> None:
+        if self.threads:
+            return
+        self.threads = [
+            threading.Thread(target=self._hasher, name="modelhub-hash", daemon=True),
+            threading.Thread(target=self._writer, name="modelhub-write", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
 
     def reset(self) -> None:
         """Drop everything (after what is already queued): the file restarts from byte 0.
@@ -544,6 +567,7 @@ class Sink:
         bytes of another version of the file.
         """
         done = threading.Event()
+        self._start()
         self.hash_q.put(("reset", done))
         while not done.wait(0.5):
             if not self.threads[1].is_alive():
@@ -554,6 +578,7 @@ class Sink:
     def finish(self) -> tuple[str, int]:
         """Wait for the queues to drain, fsync, and return (sha256 hex, size)."""
         self._join()
+        self._prefix_only()  # a resumed file to which nothing new was added: hash it now
         if self.error is not None:
             raise self.error
         os.fsync(self.fd)  # data (also what O_DIRECT wrote: device cache flush) + metadata
@@ -564,10 +589,11 @@ class Sink:
         self._join(timeout=60)
 
     def _join(self, timeout: float | None = None) -> None:
-        self.hash_q.put(("stop",))
-        for t in self.threads:
-            t.join(timeout)
-        if self.dfd >= 0 and not self.threads[1].is_alive():
+        if self.threads:
+            self.hash_q.put(("stop",))
+            for t in self.threads:
+                t.join(timeout)
+        if self.dfd >= 0 and not any(t.is_alive() for t in self.threads):
             os.close(self.dfd)
             self.dfd = -1
 
@@ -584,22 +610,51 @@ class Sink:
                 self.hash.update(mv[:n])
                 left -= n
 
+    def _prefix_only(self) -> None:
+        # Hash the resumed prefix once, before any byte that follows it.
+        if not self.prefix_pending:
+            return
+        self.prefix_pending = False
+        try:
+            self._hash_prefix()
+        except OSError as exc:
+            self.error = exc
+
+    def _hash_one(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "data":
+            _, buf, n, _release = msg
+            if self.error is None:
+                self.hash.update(memoryview(buf)[:n])
+                self.size += n
+        elif msg[0] == "reset":
+            self.hash = hashlib.sha256()
+            self.size = 0
+
+    def _write_one(self, msg: tuple[Any, ...]) -> None:
+        try:
+            if msg[0] == "data":
+                _, buf, n, release = msg
+                try:
+                    if self.error is None:
+                        self._write(memoryview(buf)[:n])
+                finally:
+                    release.put(buf)
+            elif msg[0] == "reset":
+                try:
+                    os.ftruncate(self.fd, 0)
+                    self.written = self.synced = 0
+                    if self.bar is not None:
+                        self.bar.reset(total=self.bar.total)
+                finally:
+                    msg[1].set()
+        except BaseException as exc:  # disk full, I/O error: reported to submit()/finish()
+            self.error = exc
+
     def _hasher(self) -> None:
-        if self.prefix:
-            try:
-                self._hash_prefix()
-            except OSError as exc:
-                self.error = exc
+        self._prefix_only()
         while True:
             msg = self.hash_q.get()
-            if msg[0] == "data":
-                _, buf, n, _release = msg
-                if self.error is None:
-                    self.hash.update(memoryview(buf)[:n])
-                    self.size += n
-            elif msg[0] == "reset":
-                self.hash = hashlib.sha256()
-                self.size = 0
+            self._hash_one(msg)
             self.write_q.put(msg)
             if msg[0] == "stop":
                 return
@@ -607,26 +662,9 @@ class Sink:
     def _writer(self) -> None:
         while True:
             msg = self.write_q.get()
-            try:
-                if msg[0] == "data":
-                    _, buf, n, release = msg
-                    try:
-                        if self.error is None:
-                            self._write(memoryview(buf)[:n])
-                    finally:
-                        release.put(buf)
-                elif msg[0] == "reset":
-                    try:
-                        os.ftruncate(self.fd, 0)
-                        self.written = self.synced = 0
-                        if self.bar is not None:
-                            self.bar.reset(total=self.bar.total)
-                    finally:
-                        msg[1].set()
-                else:
-                    return
-            except BaseException as exc:  # disk full, I/O error: reported to submit()/finish()
-                self.error = exc
+            if msg[0] == "stop":
+                return
+            self._write_one(msg)
 
     def _write(self, mv: memoryview) -> None:
         n, off, done = len(mv), self.written, 0

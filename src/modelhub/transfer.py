@@ -495,7 +495,8 @@ class _Job:
             want = BUF_SIZE if end is None else min(BUF_SIZE, end - self.offset)
             n, err = read_into(resp, memoryview(buf)[:want], step)
             if n:
-                self.sink.submit(buf, n, self.buffers)
+                last = self.size is not None and self.offset + n >= self.size
+                self.sink.submit(buf, n, self.buffers, last=last)
                 self.offset += n
                 self.fetched += n
                 self.marks.append((self.offset, time.monotonic()))

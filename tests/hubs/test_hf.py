@@ -97,9 +97,14 @@ def _snapshot_dir(served: Served, commit: str) -> Path:
 # --------------------------------------------------------------------------- pull
 
 
-def test_pull_links_the_sdk_snapshot_into_the_store(served: Served, store_root: Path) -> None:
+@pytest.mark.parametrize("threads", [False, True], ids=["verified-inline", "verified-in-threads"])
+def test_pull_links_the_sdk_snapshot_into_the_store(
+    served: Served, store_root: Path, monkeypatch: pytest.MonkeyPatch, threads: bool
+) -> None:
     from huggingface_hub import HfApi
 
+    if threads:  # as for a snapshot of 64 MiB or more: blobs checked by a thread pool
+        monkeypatch.setattr("modelhub.hubs.hf.PARALLEL_VERIFY_MIN", 0)
     model = modelhub.pull(REF)
     commit = HfApi(endpoint=served.endpoint).model_info(REPO).sha
     assert commit == served.main.revision

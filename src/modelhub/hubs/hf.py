@@ -52,6 +52,7 @@ _HEX = frozenset("0123456789abcdef")
 TOKEN_HINT = "set HF_TOKEN (or run `hf auth login`) with a token that has access"
 # The SDK's cached tree listing (huggingface_hub._tree_cache), a documented on-disk format.
 _TREE_FORMAT = 1
+PARALLEL_VERIFY_MIN = 64 * 2**20  # bytes of blobs from which they are verified in threads
 
 
 def hf_cache_dir() -> Path:
@@ -85,6 +86,15 @@ def cached_listing(repo_id: str, commit: str, cache: Path | None = None) -> dict
         return None
     files = data.get("files")
     return files if isinstance(files, dict) else None
+
+
+def _blob_bytes(snapshot: Path, names: list[str]) -> int:
+    """Total size of the files ``names`` of a snapshot folder (missing ones count 0)."""
+    total = 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            total += (snapshot / name).stat().st_size
+    return total
 
 
 def _is_sha256(text: str) -> bool:
@@ -387,9 +397,10 @@ class HuggingFaceHub(ModelHub):
         def check(name: str) -> tuple[Path, str]:
             return self._checked_blob(plan.ref, snapshot, name, listing, watch)
 
-        # Hashing releases the GIL: a sharded checkpoint is verified on every core at once.
+        # Hashing releases the GIL: a sharded checkpoint is verified on every core at once. A
+        # few small files are checked here (threads would cost more than they save).
         workers = min(len(names), os.cpu_count() or 1)
-        if workers > 1:
+        if workers > 1 and _blob_bytes(snapshot, names) >= PARALLEL_VERIFY_MIN:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(workers, thread_name_prefix="modelhub-verify") as pool:

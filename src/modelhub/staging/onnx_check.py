@@ -52,7 +52,7 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def check_session(path: Path, *, weights_in_place: bool = False) -> Any:
+def check_session(path: Path, *, weights_in_place: bool = False, threads: int = 0) -> Any:
     """An onnxruntime CPU session on the ONNX file ``path``, for checking it.
 
     Graph optimizations are off, so that a check runs the graph as the file writes it (and
@@ -66,6 +66,9 @@ def check_session(path: Path, *, weights_in_place: bool = False) -> Any:
     weight bytes it runs are still the file's). For checking a file modelhub just wrote; a
     file from elsewhere is loaded whole, which is what proves that onnxruntime accepts it.
     onnxruntime before 1.21 has no option for the folder of such a view: the file is loaded.
+
+    ``threads``: onnxruntime's intra-op threads (0: its default, one per core); 1 for a
+    session that is only loaded, never run, so that no thread pool is started for it.
     """
     import onnxruntime
 
@@ -73,6 +76,7 @@ def check_session(path: Path, *, weights_in_place: bool = False) -> Any:
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
     model: str | bytes = str(path)
     if weights_in_place and _version(onnxruntime.__version__) >= _FOLDER_OPTION_SINCE:
         view = weights_by_reference(path)
@@ -142,7 +146,7 @@ def validate_onnx(path: Path) -> OnnxInfo:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IntegrityError(f"{path.name} is not a valid ONNX model: {first}") from None
     try:
-        session = check_session(path)
+        session = check_session(path, threads=1)  # loaded to prove it loads; never run here
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"onnxruntime cannot load {path.name}: {first}") from None

@@ -399,7 +399,7 @@ class S3Objects:
                                 except queue.Empty:
                                     await asyncio.sleep(0.001)
                 if fill:
-                    sink.submit(buf, fill, free)
+                    sink.submit(buf, fill, free, last=True)
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(None, sink.finish)  # drain, fsync
                 ok = True

@@ -5,8 +5,8 @@ Stateless and idempotent: it reads the model and reports; it never rewrites the 
 
 from __future__ import annotations
 
-import itertools
 import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,15 +41,8 @@ _FOLDER_OPTION_SINCE = (1, 21)
 
 def _version(text: str) -> tuple[int, ...]:
     """The leading numeric release fields of a version string: "1.21.0rc1" → (1, 21, 0)."""
-    numbers = []
-    for part in text.split("+")[0].split("."):
-        digits = "".join(itertools.takewhile(str.isdigit, part))
-        if not digits:
-            break
-        numbers.append(int(digits))
-        if digits != part:
-            break
-    return tuple(numbers)
+    release = re.match(r"\d+(?:\.\d+)*", text)
+    return tuple(int(n) for n in release.group().split(".")) if release else ()
 
 
 def check_session(path: Path, *, weights_in_place: bool = False, threads: int = 0) -> Any:

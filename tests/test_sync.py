@@ -466,6 +466,49 @@ def test_hf_warm_up_imports_what_a_snapshot_download_needs() -> None:
     assert done.returncode == 0, done.stderr[-800:]
 
 
+_IN_PROCESSES = """
+import json, sys
+from modelhub.sync import sync
+
+if __name__ == "__main__":
+    report = sync(sys.argv[1], jobs=int(sys.argv[2]), stage_in_processes=True)
+    print(json.dumps({
+        "status": [r.status for r in report.results],
+        "errors": [str(r.error) for r in report.results if r.error],
+        "sdk_here": "huggingface_hub" in sys.modules,
+    }))
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_parallel_sync_does_the_hf_sdk_work_in_a_helper_process(
+    upstream: Upstream, tmp_path: Path, store_root: Path, jobs: int
+) -> None:
+    import subprocess
+    import sys
+
+    toml = upstream.toml(tmp_path / "project", [*HF, ONNX[0]])
+    script = tmp_path / "run_sync.py"
+    script.write_text(_IN_PROCESSES, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), str(toml), str(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    doc = json.loads(done.stdout)
+    assert doc["status"] == ["ok"] * 4, doc["errors"]
+    # With one job the SDK runs in the process itself; in parallel, in the helper only.
+    assert doc["sdk_here"] is (jobs == 1)
+    store = Store(store_root)
+    for ref in HF:  # what the helper downloaded and checked is linked into this store
+        manifest = store.require(parse(ref))
+        assert manifest.sdk_cache and manifest.revision in manifest.sdk_cache
+        assert not store.verify(manifest)
+    assert read_lock(toml.parent / LOCK_NAME) is not None
+
+
 def test_locked_restages_without_downloading_again(
     upstream: Upstream, tmp_path: Path, store_root: Path
 ) -> None:

@@ -129,6 +129,10 @@ class HTTPStatusError(ModelhubError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        # Pickled with its status (a sync's helper process sends its errors back).
+        return type(self), (str(self), self.status)
+
 
 def exit_code_for(exc: BaseException) -> int:
     """Return the contract's exit code for ``exc`` (1 for anything not a ModelhubError)."""

@@ -21,6 +21,7 @@ from .store.layout import framework_for
 from .store.manifest import utc_now
 
 if TYPE_CHECKING:
+    from .offload import Offload
     from .remote import RemoteStore
     from .stager import ProcessStager
 
@@ -130,6 +131,7 @@ def pull(
     options: dict[str, Any] | None = None,
     remote: str | RemoteStore | None = None,
     stager: ProcessStager | None = None,
+    offload: Offload | None = None,
 ) -> Model:
     """Pull ``ref`` into the store and stage it; return the :class:`Model`.
 
@@ -137,7 +139,9 @@ def pull(
     ``remote`` (an ``s3://`` URL or a RemoteStore; default ``$MODELHUB_REMOTE``, ``""`` for
     none) is looked up before the hub, and a model pulled from the hub is published to it.
     ``stager`` runs heavy staging (``hub.heavy_stage``) in worker processes (see
-    :mod:`modelhub.stager`); default, and for quick checks: in this thread.
+    :mod:`modelhub.stager`); default, and for quick checks: in this thread. ``offload`` is a
+    helper process started for this hub's SDK (``hub.offload_warm``, :mod:`modelhub.offload`)
+    that does the SDK's share of the download.
     Raises the typed errors of :mod:`modelhub.errors` (each with its exit code).
     """
     if storage not in STORAGES:
@@ -149,6 +153,7 @@ def pull(
     mref = as_ref(ref, revision)
     st = store if store is not None else Store()
     hub = get_hub(mref.hub, st)
+    hub.offload = offload
     fmt = _stage_for(hub, mref, stage)
     offline = settings().offline if offline is None else offline
     request = StageRequest(fmt, dict(options or {}), auto=stage == "auto")

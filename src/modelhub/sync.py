@@ -70,6 +70,7 @@ from .store.files import atomic_write_bytes
 from .sync_order import Picker, schedule
 
 if TYPE_CHECKING:
+    from .offload import Offload
     from .stager import ProcessStager
 
 DEFAULT_FILE = "modelhub.toml"
@@ -472,6 +473,7 @@ class _Syncer:
         self.emit, self.total = emit, total
         self._emit_lock = threading.Lock()
         self.stager: ProcessStager | None = None
+        self.offloads: dict[str, Offload] = {}
 
     def event(self, kind: str, index: int, result: SyncResult, phase: str = "") -> None:
         with self._emit_lock:
@@ -514,6 +516,7 @@ class _Syncer:
             progress=False,
             options=spec.pull_options(),
             stager=self.stager,
+            offload=self.offloads.get(spec.ref.hub),
         )
         return model.manifest
 
@@ -631,7 +634,8 @@ def sync(
     choice when ``jobs`` > 1) their heavy staging (exports, freezing, checks of large ONNX
     files: ``hub.heavy_stage``) runs in up to one worker process per CPU instead
     (:mod:`modelhub.stager`): it is CPU-bound and threads would share one GIL; quick checks stay
-    in threads. Worker
+    in threads. Likewise the SDK work of hubs that download through their SDK (Hugging Face)
+    goes to one helper process per such hub (:mod:`modelhub.offload`). Worker
     processes re-import the ``__main__`` module, so a script calling this needs the usual
     ``if __name__ == "__main__":`` guard.
 
@@ -661,14 +665,16 @@ def sync(
             while (picked := picker.next()) is not None:
                 index, first = picked
                 if first:
-                    # A hub that cannot set up fails its models in run(), with the reason.
-                    with contextlib.suppress(Exception):
-                        get_hub(specs[index].ref.hub, st).warm_up()
+                    if specs[index].ref.hub not in syncer.offloads:
+                        # A hub that cannot set up fails its models in run(), with the reason.
+                        with contextlib.suppress(Exception):
+                            get_hub(specs[index].ref.hub, st).warm_up()
                     picker.warm(index)
                 syncer.run(index, results[index])
 
         with contextlib.ExitStack() as stack:
             if stage_in_processes and threads > 1:
+                syncer.offloads = _start_offloads(specs, st, mode, threads, stack)
                 from .stager import ProcessStager
 
                 cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -689,6 +695,29 @@ def sync(
         report.lock_written = write_lock(lock_file, entries)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _start_offloads(
+    specs: list[ModelSpec], store: Store, mode: str, threads: int, stack: contextlib.ExitStack
+) -> dict[str, Offload]:
+    """A helper process per hub whose SDK downloads (``offload_warm``) and that has a model to
+    download: one not in the store yet (or any, with ``update``). Started now, so that the SDK
+    import overlaps the other hubs' first pulls."""
+    by_hub: dict[str, int] = {}
+    for spec in specs:
+        if mode == "update" or store.manifest(spec.ref) is None:
+            by_hub[spec.ref.hub] = by_hub.get(spec.ref.hub, 0) + 1
+    found: dict[str, Offload] = {}
+    for name, count in by_hub.items():
+        try:
+            warm = type(get_hub(name, store)).offload_warm
+        except ModelhubError:  # a hub not supported here: its models fail with the reason
+            continue
+        if warm is not None:
+            from .offload import Offload
+
+            found[name] = stack.enter_context(Offload(min(threads, count), warm))
+    return found
 
 
 def _check_lock_covers(

@@ -133,7 +133,11 @@ class _Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        if self.tty and total:
+
+    def _start_ticker(self) -> None:
+        # With the first event, not before the sync: until then this process has no other
+        # thread, so the sync can fork its helper process directly (modelhub.offload).
+        if self.tty and self.total and self._ticker is None and not self._stop.is_set():
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
 
@@ -165,6 +169,7 @@ class _Progress:
         if not self.enabled:
             return
         with self._lock:
+            self._start_ticker()
             result = event.result
             name = result.spec.name
             if event.kind == "start":

@@ -18,10 +18,10 @@ from __future__ import annotations
 import enum
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import settings
 from ..errors import (
@@ -34,6 +34,9 @@ from ..errors import (
 from ..refs import ModelRef, parse
 from ..store import FileEntry, Manifest, StagedEntry, Store
 from ..store.files import sha256_file
+
+if TYPE_CHECKING:
+    from ..offload import Offload
 
 
 class StorageType(enum.Enum):
@@ -89,9 +92,15 @@ class ModelHub(ABC):
     default_stage: ClassVar[str] = "none"
     #: Stages this hub can produce.
     stages: ClassVar[tuple[str, ...]] = ("none",)
+    #: For a hub whose SDK does its downloads: a module-level function that imports the SDK.
+    #: ``modelhub sync --jobs N`` then starts a helper process with it (:mod:`modelhub.offload`)
+    #: and hands the hub's SDK work there (``offload``), off the GIL of the other pulls.
+    offload_warm: ClassVar[Callable[[], None] | None] = None
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store if store is not None else Store()
+        #: The helper process this hub's SDK work goes to, when a sync started one.
+        self.offload: Offload | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hub_url={self.hub_url!r}, store={self.store!r})"

@@ -46,7 +46,7 @@ from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from .base import ModelHub, Plan, StageRequest
-from .hf_stream import Watch
+from .hf_stream import Watch, hook_session
 
 _HEX = frozenset("0123456789abcdef")
 TOKEN_HINT = "set HF_TOKEN (or run `hf auth login`) with a token that has access"
@@ -238,6 +238,25 @@ def _progress_bars(show: bool) -> Iterator[None]:
                     enable_progress_bars()
 
 
+def warm_sdk() -> None:
+    """Import what a snapshot download uses and create the SDK's client (with modelhub's hook)."""
+    import huggingface_hub
+    import huggingface_hub.utils.tqdm
+
+    huggingface_hub.snapshot_download  # noqa: B018  (a lazy attribute: imports the module)
+    hook_session()
+
+
+def _download_in_helper(
+    root: str, link_mode: str, plan: Plan, offline: bool
+) -> tuple[Plan, list[tuple[str, Path, str]]]:
+    """:meth:`HuggingFaceHub.download` in the helper process; the plan comes back updated."""
+    from ..store import Store
+
+    hub = HuggingFaceHub(Store(root, link_mode=link_mode))
+    return plan, hub.download(plan, progress=False, offline=offline)
+
+
 class HuggingFaceHub(ModelHub):
     """Hugging Face Hub model repositories (``hf:ORG/NAME[@REVISION]``)."""
 
@@ -245,6 +264,7 @@ class HuggingFaceHub(ModelHub):
     framework_name = "huggingface"
     default_stage = "none"
     stages = ("none", "onnx")
+    offload_warm = staticmethod(warm_sdk)
 
     def resolve(
         self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
@@ -294,11 +314,9 @@ class HuggingFaceHub(ModelHub):
         return True
 
     def warm_up(self) -> None:
-        """Import huggingface_hub and the parts of it a snapshot download uses (~0.2 s)."""
-        import huggingface_hub
-        import huggingface_hub.utils.tqdm
-
-        huggingface_hub.snapshot_download  # noqa: B018  (a lazy attribute: imports the module)
+        """Import huggingface_hub and the parts of it a snapshot download uses (~0.2 s), and
+        create the SDK's HTTP client (its TLS context: ~20 ms)."""
+        warm_sdk()
 
     def _snapshot(
         self, plan: Plan, offline: bool, progress: bool | None
@@ -377,6 +395,37 @@ class HuggingFaceHub(ModelHub):
         Raises ModelNotFoundError when no file matches ``include``/``exclude``, IntegrityError
         when a cached file is missing or of another size than the Hub listed.
         """
+        if self.offload is not None and not progress:
+            done, checked = self.offload.call(
+                _download_in_helper, str(self.store.root), self.store.link_mode, plan, offline
+            )
+            plan.revision, plan.sdk_cache, plan.details = (
+                done.revision,
+                done.sdk_cache,
+                done.details,
+            )
+        else:
+            checked = self.download(plan, progress=progress, offline=offline)
+        folder = plan.details["folder"]
+        entries = []
+        used: set[str] = set()
+        for name, blob, sha in checked:
+            entry, how = self.store.link_in(blob, f"{folder}/{name}", plan.ref, sha)
+            used.add(how)
+            entries.append(entry)
+        plan.details["link_modes"] = sorted(used)
+        self._drop_stale(plan.ref, {e.path for e in entries})
+        return entries
+
+    def download(
+        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+    ) -> list[tuple[str, Path, str]]:
+        """The SDK's part of :meth:`fetch`: the snapshot in the HF cache, each wanted file
+        checked; (repo path, blob, sha256) per file. Sets the plan's revision and SDK cache.
+
+        In a parallel sync this runs in the helper process (``offload``), so the SDK's import
+        and per-file work use another core than the other pulls.
+        """
         snapshot, watch = self._snapshot(plan, offline, progress)
         commit = snapshot.name
         plan.revision = commit
@@ -390,9 +439,6 @@ class HuggingFaceHub(ModelHub):
                 f"{plan.ref}: no file at commit {commit[:12]} matches "
                 f"--include {plan.details['include']} --exclude {plan.details['exclude']}"
             )
-        folder = plan.details["folder"]
-        entries = []
-        used: set[str] = set()
 
         def check(name: str) -> tuple[Path, str]:
             return self._checked_blob(plan.ref, snapshot, name, listing, watch)
@@ -407,13 +453,7 @@ class HuggingFaceHub(ModelHub):
                 checked = list(pool.map(check, names))
         else:
             checked = [check(name) for name in names]
-        for name, (blob, sha) in zip(names, checked, strict=True):
-            entry, how = self.store.link_in(blob, f"{folder}/{name}", plan.ref, sha)
-            used.add(how)
-            entries.append(entry)
-        plan.details["link_modes"] = sorted(used)
-        self._drop_stale(plan.ref, {e.path for e in entries})
-        return entries
+        return [(name, blob, sha) for name, (blob, sha) in zip(names, checked, strict=True)]
 
     def _checked_blob(
         self,

@@ -99,7 +99,7 @@ def _on_response(response: Any) -> None:
     response.stream = _stream_class()(response.stream, length)
 
 
-def _hook_session() -> None:
+def hook_session() -> None:
     """Add the hook to the SDK's current shared client, unless it is there already.
 
     The SDK recreates its client after a fork or ``set_client_factory``; a client without the
@@ -121,7 +121,7 @@ class Watch:
         self.opened_ns = 0
 
     def __enter__(self) -> Watch:
-        _hook_session()
+        hook_session()
         self.opened_ns = time.time_ns() - _CLOCK_SLACK_NS
         with _LOCK:
             _watches.add(self)

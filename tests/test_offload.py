@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from modelhub.errors import HashMismatchError, HTTPStatusError, ModelhubError
-from modelhub.offload import Offload, OffloadCrashedError, _context
+from modelhub.offload import Offload, OffloadCrashedError
 
 # --- functions run in the helper (module level: they travel by name) ---------------------------
 _state: dict[str, object] = {}
@@ -88,7 +88,9 @@ def test_errors_come_back_with_their_type_and_fields() -> None:
 def test_a_dead_helper_fails_waiting_and_later_calls() -> None:
     helper = Offload(2, _warm)
     try:
-        with pytest.raises(OffloadCrashedError, match=r"helper process \d+ died"):
+        with pytest.raises(
+            OffloadCrashedError, match=r"SDK helper process \d+ died \(exit code 7\)"
+        ):
             helper.call(_die)
         with pytest.raises(OffloadCrashedError):
             helper.call(_echo, 1)
@@ -96,26 +98,31 @@ def test_a_dead_helper_fails_waiting_and_later_calls() -> None:
         helper.close()
 
 
-def test_forks_only_a_process_without_other_threads() -> None:
+_START_METHODS = """
+import threading
+from modelhub._frameworks import own_process
+from modelhub.offload import Offload, _context
+from tests.test_offload import _warm, _warmed_by
+
+print(_context().get_start_method())  # a program calling the library: never forked
+own_process()  # the command line's process
+stop = threading.Event()
+other = threading.Thread(target=stop.wait)
+other.start()  # a thread could hold a lock the forked child would inherit held
+print(_context().get_start_method())
+stop.set()
+other.join()
+print(_context().get_start_method())
+with Offload(1, _warm) as helper:
+    print(helper.call(_warmed_by) == helper.pid)
+"""
+
+
+def test_forks_only_its_own_process_without_other_threads() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("fork and forkserver are the Linux choices")
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:  # a thread could hold a lock the forked child would inherit held
-        assert _context().get_start_method() == "forkserver"
-    finally:
-        stop.set()
-        other.join()
-    script = (
-        "from modelhub.offload import Offload, _context\n"
-        "from tests.test_offload import _warm, _warmed_by\n"
-        "print(_context().get_start_method())\n"
-        "with Offload(1, _warm) as h:\n"
-        "    print(h.call(_warmed_by) == h.pid)\n"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _START_METHODS], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-800:]
-    assert done.stdout.split() == ["fork", "True"]
+    assert done.stdout.split() == ["forkserver", "forkserver", "fork", "True"]

@@ -509,6 +509,68 @@ def test_parallel_sync_does_the_hf_sdk_work_in_a_helper_process(
     assert read_lock(toml.parent / LOCK_NAME) is not None
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a process that ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the helper in /proc")
+def test_a_killed_helper_fails_the_hf_models_only(
+    upstream: Upstream, tmp_path: Path, store_root: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.faults.proxy import FaultProxy
+
+    toml = upstream.toml(tmp_path / "project", [*HF[:2], ONNX[0]])
+    with FaultProxy(os.environ["MODELHUB_MIRROR"]) as proxy:
+        proxy.add("stall", "*/resolve/*", times=-1, seconds=60)  # every hf file body hangs
+        env = {**os.environ, "MODELHUB_MIRROR": proxy.url}
+        sync_cli = subprocess.Popen(
+            [sys.executable, "-m", "modelhub", "sync", str(toml), "--jobs", "2", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not proxy.exchanges("*/resolve/*", "GET") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            helpers = _children(sync_cli.pid)
+            assert len(helpers) == 1, helpers  # the hf helper (nothing heavy to stage)
+            os.kill(helpers[0], signal.SIGKILL)
+            out, err = sync_cli.communicate(timeout=120)
+        finally:
+            if sync_cli.poll() is None:
+                sync_cli.kill()
+                sync_cli.wait()
+    assert sync_cli.returncode == 1, err[-800:]
+    doc = json.loads(out)
+    status = {m["ref"]: (m["status"], m["error"] or "") for m in doc["models"]}
+    assert status[ONNX[0]] == ("ok", "")  # the other hubs' models are not affected
+    for ref in HF[:2]:
+        assert status[ref] == (
+            "failed",
+            f"the hf helper process {helpers[0]} died: killed by SIGKILL",
+        )
+    store = Store(store_root)
+    assert all(store.manifest(parse(ref)) is None for ref in HF[:2])
+    assert not (store_root / "huggingface").exists() or not any(
+        p.is_file() for p in (store_root / "huggingface").rglob("*")
+    )
+
+
 def test_locked_restages_without_downloading_again(
     upstream: Upstream, tmp_path: Path, store_root: Path
 ) -> None:

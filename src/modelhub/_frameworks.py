@@ -36,6 +36,11 @@ def own_process() -> None:
     _owned = True
 
 
+def owns_process() -> bool:
+    """Whether :func:`own_process` was called: modelhub knows everything this process holds."""
+    return _owned
+
+
 def settle() -> None:
     """After importing a deep-learning framework, keep its objects out of the collector's way.
 

@@ -13,9 +13,12 @@ exception raised in the child is raised again in the caller (one that cannot cro
 boundary arrives as a :class:`~modelhub.errors.ModelhubError` naming it). If the child dies,
 every call waiting on it and every later one fails with :class:`OffloadCrashedError`.
 
-On Linux a caller with no other thread running forks the child directly (~1 ms; nothing can be
-holding a lock the child would inherit); otherwise the child comes from a ``forkserver`` (Linux)
-or is spawned (elsewhere), as the staging workers are (:mod:`modelhub.stager`). Either way it
+In a process modelhub owns (the command line) with no other thread running, on Linux, the
+child is forked directly (~1 ms): no thread can hold a lock the child would inherit, and
+modelhub knows every file and socket the process has open. Otherwise (a program calling the
+library, whose open sockets and locks a fork would duplicate) the child comes from a
+``forkserver`` (Linux) or is spawned (elsewhere), as the staging workers are
+(:mod:`modelhub.stager`): ~0.1 s more before the SDK import starts. Either way it
 takes the caller's environment of the moment, ignores Ctrl-C (the caller handles it) and, on
 Linux, dies with its parent.
 """
@@ -26,17 +29,19 @@ import contextlib
 import itertools
 import os
 import pickle
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ._frameworks import owns_process
 from .errors import ModelhubError
 
 
 class OffloadCrashedError(ModelhubError):
-    """The helper process died (a crash in native code, or killed); the call was not done."""
+    """The helper process died (a crash in native code, or killed) before the call returned."""
 
 
 def _portable(call_id: int, ok: bool, value: Any) -> bytes:
@@ -84,7 +89,7 @@ def _context() -> Any:
     import multiprocessing
 
     if sys.platform.startswith("linux"):
-        if threading.active_count() == 1:
+        if owns_process() and threading.active_count() == 1:
             return multiprocessing.get_context("fork")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([])  # see modelhub.stager: the caller's __main__ stays out
@@ -96,10 +101,12 @@ class Offload:
     """One helper process running up to ``threads`` calls at once; thread-safe.
 
     ``warm`` (a module-level function) runs in the child first, before any call: the SDK
-    import. Use as a context manager, or call :meth:`close`.
+    import. ``what`` names the helper in errors. Use as a context manager, or call
+    :meth:`close`.
     """
 
-    def __init__(self, threads: int, warm: Callable[[], None]) -> None:
+    def __init__(self, threads: int, warm: Callable[[], None], what: str = "SDK") -> None:
+        self.what = what
         context = _context()
         self._conn, child = context.Pipe()
         self._process = context.Process(
@@ -138,9 +145,16 @@ class Offload:
             future.set_exception(self._crashed())
 
     def _crashed(self) -> OffloadCrashedError:
+        self._process.join(timeout=1)  # its exit status, when it has one
         code = self._process.exitcode
-        how = f" (exit code {code})" if code is not None else ""
-        return OffloadCrashedError(f"the helper process {self.pid} died{how}")
+        if code is not None and code < 0:
+            try:
+                how = f": killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f": killed by signal {-code}"
+        else:
+            how = f" (exit code {code})" if code is not None else ""
+        return OffloadCrashedError(f"the {self.what} helper process {self.pid} died{how}")
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in the helper process: its result, or its exception raised here."""

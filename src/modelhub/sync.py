@@ -716,7 +716,7 @@ def _start_offloads(
         if warm is not None:
             from .offload import Offload
 
-            found[name] = stack.enter_context(Offload(min(threads, count), warm))
+            found[name] = stack.enter_context(Offload(min(threads, count), warm, name))
     return found
 
 

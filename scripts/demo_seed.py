@@ -11,7 +11,8 @@ Each line of the plan, tab-separated:
 
 ``modelhub import SOURCE --as IMPORT-REF`` fills the seed store; ``modelhub pull PULL-REF``
 fetches the model back through the mirror (``{mirror}`` stands for the mirror's base URL;
-``SHA256`` is the ``--sha256`` pin of a ``url:`` pull, ``-`` otherwise):
+``SHA256`` is the sha256 pin of a ``url:`` pull (``--sha256``, or ``sha256 =`` in the demo's
+modelhub.toml), ``-`` otherwise):
 
 - every silero-vad ``.onnx`` → ``onnx:<stem>``: pulled through the mirror's ONNX Model Zoo
   manifest (``/onnx/ONNX_HUB_MANIFEST.json``), validated on arrival;

@@ -59,9 +59,9 @@ def _serve(conn: Any, environ: dict[str, str], threads: int, warm: Callable[[], 
     """The child: warm up, then run each request in a thread of its own and send its outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .stager import _worker_init
+    from .stager import worker_init
 
-    _worker_init(environ)
+    worker_init(environ)
     send_lock = threading.Lock()
 
     def run(call_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -86,15 +86,13 @@ def _serve(conn: Any, environ: dict[str, str], threads: int, warm: Callable[[], 
 
 
 def _context() -> Any:
-    import multiprocessing
+    if sys.platform.startswith("linux") and owns_process() and threading.active_count() == 1:
+        import multiprocessing
 
-    if sys.platform.startswith("linux"):
-        if owns_process() and threading.active_count() == 1:
-            return multiprocessing.get_context("fork")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([])  # see modelhub.stager: the caller's __main__ stays out
-        return context
-    return multiprocessing.get_context("spawn")
+        return multiprocessing.get_context("fork")
+    from .stager import worker_context
+
+    return worker_context()
 
 
 class Offload:
@@ -141,8 +139,10 @@ class Offload:
         with self._lock:
             self._dead = True
             waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            future.set_exception(self._crashed())
+        if waiting:
+            crashed = self._crashed()
+            for future in waiting.values():
+                future.set_exception(crashed)
 
     def _crashed(self) -> OffloadCrashedError:
         self._process.join(timeout=1)  # its exit status, when it has one
@@ -160,15 +160,17 @@ class Offload:
         """``fn(*args)`` in the helper process: its result, or its exception raised here."""
         future: Future[Any] = Future()
         with self._lock:
-            if self._dead:
-                raise self._crashed()
-            call_id = next(self._ids)
-            self._waiting[call_id] = future
-            try:
-                self._conn.send((call_id, fn, args))
-            except OSError:
-                self._waiting.pop(call_id, None)
-                raise self._crashed() from None
+            sent = not self._dead
+            if sent:
+                call_id = next(self._ids)
+                self._waiting[call_id] = future
+                try:
+                    self._conn.send((call_id, fn, args))
+                except OSError:
+                    self._waiting.pop(call_id, None)
+                    sent = False
+        if not sent:  # waiting for its exit status is done outside the lock
+            raise self._crashed()
         return future.result()
 
     def close(self, *, wait: bool = True) -> None:

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._frameworks import own_process
 from .errors import ModelhubError
@@ -44,7 +44,25 @@ class StagingCrashedError(ModelhubError):
     """A staging worker process died (a crash in a framework's native code, or killed)."""
 
 
-def _worker_init(environ: dict[str, str]) -> None:
+def worker_context() -> Any:
+    """The multiprocessing context of modelhub's worker processes: ``forkserver`` on Linux (a
+    clean process forks them: the caller's threads and sockets are never duplicated), else
+    ``spawn``."""
+    import multiprocessing
+
+    if sys.platform.startswith("linux"):
+        context = multiprocessing.get_context("forkserver")
+        # The fork server need not import the caller's __main__ (a script without an
+        # `if __name__ == "__main__"` guard would run again): workers only need modelhub's
+        # modules, which they import by name.
+        context.set_forkserver_preload([])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def worker_init(environ: dict[str, str]) -> None:
+    """First thing in a worker process: the caller's environment, modelhub's own process,
+    Ctrl-C ignored (the caller handles it), and on Linux death with the parent."""
     # The environment of the caller now, not of whoever started the fork server: settings,
     # SDK caches (HF_HUB_CACHE, TORCH_HOME, KERAS_HOME, ...) and tokens are read from it.
     os.environ.clear()
@@ -95,21 +113,12 @@ class ProcessStager:
             if self._pool is None:
                 # Imported on first use: a sync whose models need no worker never pays for
                 # multiprocessing's import.
-                import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
-                if sys.platform.startswith("linux"):
-                    context = multiprocessing.get_context("forkserver")
-                    # The fork server need not import the caller's __main__ (a script without
-                    # an `if __name__ == "__main__"` guard would run again): workers only need
-                    # this module, which they import by name.
-                    context.set_forkserver_preload([])
-                else:
-                    context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
-                    mp_context=context,
-                    initializer=_worker_init,
+                    mp_context=worker_context(),
+                    initializer=worker_init,
                     initargs=(dict(os.environ),),
                 )
             return self._pool

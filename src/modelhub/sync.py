@@ -705,7 +705,7 @@ def _start_offloads(
     import overlaps the other hubs' first pulls."""
     by_hub: dict[str, int] = {}
     for spec in specs:
-        if mode == "update" or store.manifest(spec.ref) is None:
+        if mode == "update" or not store.has(spec.ref):
             by_hub[spec.ref.hub] = by_hub.get(spec.ref.hub, 0) + 1
     found: dict[str, Offload] = {}
     for name, count in by_hub.items():

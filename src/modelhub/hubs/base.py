@@ -154,9 +154,12 @@ class ModelHub(ABC):
         """Do the one-time set-up of pulls from this hub now (importing its SDK).
 
         ``modelhub sync`` calls it once per hub before that hub's first model, so that other
-        workers know when the hub is ready for more models. Default: nothing to do.
+        workers know when the hub is ready for more models. Default: ``offload_warm`` when the
+        hub has one, else nothing.
         """
-        return None
+        warm = type(self).offload_warm
+        if warm is not None:
+            warm()
 
     def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
         """Whether staging to ``request.fmt`` is CPU-heavy: a conversion (a framework import,

@@ -239,7 +239,8 @@ def _progress_bars(show: bool) -> Iterator[None]:
 
 
 def warm_sdk() -> None:
-    """Import what a snapshot download uses and create the SDK's client (with modelhub's hook)."""
+    """Import what a snapshot download uses (~0.2 s) and create the SDK's HTTP client with
+    modelhub's hook (its TLS context: ~20 ms): ``warm_up``, in process or in the helper."""
     import huggingface_hub
     import huggingface_hub.utils.tqdm
 
@@ -248,12 +249,12 @@ def warm_sdk() -> None:
 
 
 def _download_in_helper(
-    root: str, link_mode: str, plan: Plan, offline: bool
+    root: str, plan: Plan, offline: bool
 ) -> tuple[Plan, list[tuple[str, Path, str]]]:
     """:meth:`HuggingFaceHub.download` in the helper process; the plan comes back updated."""
     from ..store import Store
 
-    hub = HuggingFaceHub(Store(root, link_mode=link_mode))
+    hub = HuggingFaceHub(Store(root))  # downloading into the HF cache: the store is not written
     return plan, hub.download(plan, progress=False, offline=offline)
 
 
@@ -312,11 +313,6 @@ class HuggingFaceHub(ModelHub):
                 s.format == "onnx" and s.details.get("task") == wanted for s in manifest.staged
             )
         return True
-
-    def warm_up(self) -> None:
-        """Import huggingface_hub and the parts of it a snapshot download uses (~0.2 s), and
-        create the SDK's HTTP client (its TLS context: ~20 ms)."""
-        warm_sdk()
 
     def _snapshot(
         self, plan: Plan, offline: bool, progress: bool | None
@@ -397,7 +393,7 @@ class HuggingFaceHub(ModelHub):
         """
         if self.offload is not None and not progress:
             done, checked = self.offload.call(
-                _download_in_helper, str(self.store.root), self.store.link_mode, plan, offline
+                _download_in_helper, str(self.store.root), plan, offline
             )
             plan.revision, plan.sdk_cache, plan.details = (
                 done.revision,

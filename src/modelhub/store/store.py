@@ -81,6 +81,10 @@ class Store:
             return None
         return Manifest.from_json(text)
 
+    def has(self, ref: ModelRef) -> bool:
+        """Whether ``ref`` has a manifest here (not read: no parse, no error for a bad one)."""
+        return (self.root / layout.manifest_path(ref)).is_file()
+
     def require(self, ref: ModelRef) -> Manifest:
         """The manifest of ``ref``; raises NotInStoreError (exit 3) when absent."""
         found = self.manifest(ref)

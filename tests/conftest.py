@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelhub import registry
 from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
 
 # Test modules import TensorFlow and torch at collection time; triton (imported by torch's CUDA
@@ -18,15 +19,10 @@ from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
 if importlib.util.find_spec("triton") is not None:
     import triton  # noqa: F401
 
+# Every hub endpoint's override (from the registry) and the other settings a test must not inherit.
 _HUB_ENV = [
     "MODELHUB_MIRROR",
-    "MODELHUB_HF_URL",
-    "MODELHUB_TFHUB_URL",
-    "MODELHUB_KAGGLE_URL",
-    "MODELHUB_ONNX_URL",
-    "MODELHUB_TORCH_URL",
-    "MODELHUB_KERAS_URL",
-    "MODELHUB_GITHUB_URL",
+    *(endpoint.env for endpoint in registry.endpoints().values()),
     "MODELHUB_OFFLINE",
     "HF_HUB_OFFLINE",
     "HF_ENDPOINT",
@@ -53,9 +49,16 @@ def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+#: Where the zoo's files are upstream, below the Hugging Face endpoint: its Hugging Face copy.
+ZOO_FILES = "onnxmodelzoo/legacy_models/resolve/main"
+
+
 @dataclass
 class Zoo:
-    """An ONNX model zoo served on 127.0.0.1: the server and the models it lists."""
+    """An ONNX model zoo served on 127.0.0.1, as upstream serves it today: the manifest at
+    ``{url}/ONNX_HUB_MANIFEST.json`` (the GitHub repository's raw base) and the files at
+    ``{url}/onnxmodelzoo/legacy_models/resolve/main/{model_path}`` (the Hugging Face copy; the
+    server stands in for both hosts)."""
 
     server: object
     url: str
@@ -66,10 +69,18 @@ class Zoo:
 
         return hashlib.sha256(self.files[name]).hexdigest()
 
+    def file_url(self, model_path: str) -> str:
+        """The URL of the zoo file ``model_path`` (in the Hugging Face copy)."""
+        return f"{self.url}/{ZOO_FILES}/{model_path}"
+
 
 @pytest.fixture
 def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
-    """A zoo with model 'tiny-mlp' at opsets 12 and 13 and 'other-mlp' at 13."""
+    """A zoo with model 'tiny-mlp' at opsets 12 and 13 and 'other-mlp' at 13.
+
+    ``MODELHUB_ONNX_URL`` points at the manifest, ``MODELHUB_HF_URL`` (the Hugging Face endpoint
+    the zoo's files come from) at the same server.
+    """
     from tests.support.httpserver import HTTPTestServer
 
     built = {
@@ -91,9 +102,10 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
     server.add("/ONNX_HUB_MANIFEST.json", zoo_manifest(entries))
     for entry in entries:
         name = entry["model_path"].rsplit("/", 1)[-1]
-        server.add("/" + entry["model_path"], files[name])
+        server.add(f"/{ZOO_FILES}/{entry['model_path']}", files[name])
     with server:
         monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+        monkeypatch.setenv("MODELHUB_HF_URL", server.url)
         yield Zoo(server, server.url, files)
 
 

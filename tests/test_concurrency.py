@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ZOO_FILES
+
 
 def test_eight_processes_one_download(zoo, store_root: Path) -> None:
     procs = [_pull("onnx:tiny-mlp") for _ in range(8)]
@@ -73,10 +75,11 @@ def test_eight_processes_eight_models_one_store(
     }
     entries = [zoo_entry(n, f"m/{n}.onnx", files[n], 13) for n in names]
     server = HTTPTestServer({"/ONNX_HUB_MANIFEST.json": zoo_manifest(entries)})
-    for n in names:
-        server.add(f"/m/{n}.onnx", files[n])
+    for n in names:  # the zoo's files, where its Hugging Face copy serves them
+        server.add(f"/{ZOO_FILES}/m/{n}.onnx", files[n])
     with server:
         monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+        monkeypatch.setenv("MODELHUB_HF_URL", server.url)
         procs = {n: _pull(f"onnx:{n}") for n in names}
         results = {n: (*p.communicate(timeout=300), p.returncode) for n, p in procs.items()}
     assert {n: r[2] for n, r in results.items()} == dict.fromkeys(names, 0), results
@@ -84,8 +87,9 @@ def test_eight_processes_eight_models_one_store(
         path = Path(out.strip())
         assert path == store_root / "onnx" / f"{n}.onnx"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == hashlib.sha256(files[n]).hexdigest()
-    gets = [r.path for r in server.requests if r.method == "GET" and r.path.startswith("/m/")]
-    assert sorted(gets) == sorted(f"/m/{n}.onnx" for n in names), "each model fetched once"
+    gets = [r.path for r in server.requests if r.method == "GET" and r.path.endswith(".onnx")]
+    expected = sorted(f"/{ZOO_FILES}/m/{n}.onnx" for n in names)
+    assert sorted(gets) == expected, "each model fetched once"
     verify = _cli("verify")
     assert verify.returncode == 0, verify.stderr
     assert verify.stdout.count("ok ") == 8
@@ -106,7 +110,12 @@ def test_pull_racing_gc_and_rm(zoo, store_root: Path) -> None:
     other = Path(first.stdout.strip())
     size = len(zoo.files["tiny-mlp-13.onnx"])
     zoo.server.faults.append(
-        Fault("stall", after=size // 2, seconds=3, path="/validated/tiny/model/tiny-mlp-13.onnx")
+        Fault(
+            "stall",
+            after=size // 2,
+            seconds=3,
+            path=f"/{ZOO_FILES}/validated/tiny/model/tiny-mlp-13.onnx",
+        )
     )
     pull = _pull("onnx:tiny-mlp")
     part = None

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import stat
 import tarfile
 import zipfile
@@ -272,7 +273,8 @@ def test_hostile_zipball_through_the_torch_hub_pipeline(
 ) -> None:
     """torch:OWNER/REPO/ENTRY --trust fetching a zipball whose member climbs out: exit 5."""
     data = _zip([(f"repo-main/../../../{ESCAPE}", b"evil", None)])
-    with HTTPTestServer({"/evil/repo/zipball/main": data}) as server:
+    # The default branch is probed first, as torch probes it (tree/main/ answers: main).
+    with HTTPTestServer({"/evil/repo/zipball/main": data, "/evil/repo/tree/main/": b""}) as server:
         monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
         code, line = _cli(capsys, "pull", "torch:evil/repo/entry", "--trust", "--stage", "none")
     assert code == 5, line
@@ -285,10 +287,25 @@ def test_hostile_zipball_through_the_torch_hub_pipeline(
 
 
 # --- manifests: the ONNX zoo's, the HF tree, the store's own ----------------------------------
-def _zoo(entries: list[dict[str, object]], files: dict[str, bytes]) -> HTTPTestServer:
+def _zoo(
+    entries: list[dict[str, object]],
+    files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    bait: dict[str, bytes] | None = None,
+) -> HTTPTestServer:
+    """A zoo as upstream serves it (one server standing in for both hosts): the manifest at
+    ``/ONNX_HUB_MANIFEST.json``, each of ``files`` (model_path → bytes) at its Hugging Face copy
+    ``/{ZOO_FILES}/{model_path}``, and ``bait`` at exactly the server paths given; modelhub is
+    pointed at it (``MODELHUB_ONNX_URL`` for the manifest, ``MODELHUB_HF_URL`` for the files)."""
+    from tests.conftest import ZOO_FILES
+
     server = HTTPTestServer({"/ONNX_HUB_MANIFEST.json": json.dumps(entries).encode()})
-    for path, data in files.items():
+    for model_path, data in files.items():
+        server.add(f"/{ZOO_FILES}/{model_path}", data)
+    for path, data in (bait or {}).items():
         server.add(path, data)
+    monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+    monkeypatch.setenv("MODELHUB_HF_URL", server.url)
     return server
 
 
@@ -332,10 +349,14 @@ def test_hostile_zoo_manifest(
     store_root: Path,
     sandbox,
 ) -> None:
+    from tests.conftest import ZOO_FILES
+
     entries, expected = case
-    files = {"/m/evil.onnx": onnx_bytes, f"/{ESCAPE}": b"evil", f"/tmp/{ESCAPE}": b"evil"}
-    with _zoo(entries(onnx_bytes), files) as server:
-        monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+    # Bait where an escaping model_path would land: the server's root (an absolute path) and
+    # two levels above the zoo's files (../../).
+    above = posixpath.normpath(f"/{ZOO_FILES}/../../{ESCAPE}")
+    bait = {f"/{ESCAPE}": b"evil", f"/tmp/{ESCAPE}": b"evil", above: b"evil"}
+    with _zoo(entries(onnx_bytes), {"m/evil.onnx": onnx_bytes}, monkeypatch, bait):
         code, line = _cli(capsys, "pull", "onnx:evil")
     assert code == expected, line
     assert sandbox() == []
@@ -352,8 +373,7 @@ def test_zoo_duplicate_entries_with_conflicting_hashes(
     the file in the store is the one its manifest records (or nothing is published)."""
     liar = _entry("m/evil.onnx", onnx_bytes, model_sha=hashlib.sha256(b"x").hexdigest())
     honest = _entry("m/evil.onnx", onnx_bytes)
-    with _zoo([liar, honest], {"/m/evil.onnx": onnx_bytes}) as server:
-        monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+    with _zoo([liar, honest], {"m/evil.onnx": onnx_bytes}, monkeypatch):
         capsys.readouterr()
         code = main(["pull", "onnx:evil"])
         err = capsys.readouterr().err
@@ -637,8 +657,7 @@ def test_lfs_pointer_served_as_an_onnx_zoo_model(
     capsys: pytest.CaptureFixture[str], monkeypatch, store_root: Path, sandbox
 ) -> None:
     entry = _entry("m/evil.onnx", b"the real model", model_bytes=None)
-    with _zoo([entry], {"/m/evil.onnx": LFS_POINTER}) as server:
-        monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+    with _zoo([entry], {"m/evil.onnx": LFS_POINTER}, monkeypatch):
         code, line = _cli(capsys, "pull", "onnx:evil")
     assert code == 5, line
     assert "LFS pointer" in line, line

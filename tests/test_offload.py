@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from modelhub.errors import HashMismatchError, HTTPStatusError, ModelhubError
-from modelhub.offload import Offload, OffloadCrashedError
+from modelhub.errors import HashMismatchError, HTTPStatusError, ModelhubError, OffloadCrashedError
+from modelhub.offload import Offload
 
 # --- functions run in the helper (module level: they travel by name) ---------------------------
 _state: dict[str, object] = {}

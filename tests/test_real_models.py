@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import modelhub
+from tests.conftest import ZOO_FILES
 from tests.support.onnx_models import zoo_manifest
 
 SILERO = [
@@ -44,10 +45,11 @@ def silero_zoo(real_models, monkeypatch):
                 },
             }
         )
-        server.add("/" + model_path, path)
+        server.add(f"/{ZOO_FILES}/{model_path}", path)  # the zoo's Hugging Face copy
     server.add("/ONNX_HUB_MANIFEST.json", zoo_manifest(entries))
     with server:
         monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
+        monkeypatch.setenv("MODELHUB_HF_URL", server.url)
         yield entries
 
 

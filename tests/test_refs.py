@@ -80,7 +80,6 @@ def test_parse_grammar(text: str, expected: ModelRef) -> None:
         "onnx:mnist\n",
         "onnx:%2e%2e",
         "onnx:a\\b",
-        "hf:name",
         "hf:org/../x",
         "hf:org//x",
         "hf:org/x/y",

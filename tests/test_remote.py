@@ -111,7 +111,7 @@ def hub(tmp_path: Path) -> Iterator[BackgroundMirror]:
     """The upstream stand-in: a mirror serving an ONNX zoo with ``onnx:tiny-mlp``."""
     upstream = Store(tmp_path / "upstream")
     seed(upstream, MODEL, make_mlp(tmp_path / "src" / "tiny-mlp-13.onnx", seed=7, opset=13))
-    mirror = BackgroundMirror(upstream.root)
+    mirror = BackgroundMirror(upstream.root, record=True)
     mirror.start()
     try:
         yield mirror

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from modelhub.errors import ModelhubError
+from modelhub.errors import ModelhubError, StagingCrashedError
 from modelhub.hubs import StageRequest, get_hub
 from modelhub.importer import import_path
 from modelhub.mirror.app import BackgroundMirror
 from modelhub.refs import parse
-from modelhub.stager import ProcessStager, StagingCrashedError
+from modelhub.stager import ProcessStager
 from modelhub.store import Store
 from tests.support.onnx_models import make_mlp
 
@@ -173,7 +173,7 @@ def test_cli_sync_converts_in_worker_processes(tmp_path: Path) -> None:
 def test_cli_sync_validates_large_onnx_files_in_workers(tmp_path: Path) -> None:
     """ONNX files of HEAVY_CHECK_BYTES and more are validated by workers (the checks hold the
     GIL for seconds on real models); the sync process never imports onnx then."""
-    from modelhub.hubs.onnx_zoo import HEAVY_CHECK_BYTES
+    from modelhub.staging.onnx_check import HEAVY_CHECK_BYTES
 
     seed = Store(tmp_path / "seed")
     width = HEAVY_CHECK_BYTES // 12 + 1024  # a (width x 3) float32 weight: just over the line

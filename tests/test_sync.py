@@ -18,19 +18,15 @@ from pathlib import Path
 import pytest
 
 from modelhub.cli.main import main
+from modelhub.errors import LockMismatchError
 from modelhub.importer import import_path
+from modelhub.lockfile import LOCK_NAME, read_lock
 from modelhub.mirror.app import BackgroundMirror
+from modelhub.modelset import load_specs
 from modelhub.refs import parse
 from modelhub.store import Store
-from modelhub.sync import (
-    LOCK_NAME,
-    LockMismatchError,
-    load_specs,
-    read_lock,
-    schedule,
-    sync,
-)
-from modelhub.sync_order import Picker
+from modelhub.sync import sync
+from modelhub.sync_order import Picker, schedule
 from tests.support.httpserver import HTTPTestServer
 from tests.support.mirror_fixtures import make_hf_snapshot, make_savedmodel_folder
 from tests.support.onnx_models import make_mlp
@@ -109,7 +105,7 @@ def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstre
     files.add("/models/u0.onnx", make_mlp(src / "u0.onnx", seed=20).read_bytes())
     files.add("/models/u1.tflite", bytes(range(256)) * 20)
     files.add("/models/u2.bin", b"PK\x03\x04" + bytes(range(200)) * 10)
-    mirror = BackgroundMirror(seed.root)
+    mirror = BackgroundMirror(seed.root, record=True)
     with files:
         url = mirror.start()
         try:
@@ -297,7 +293,7 @@ def test_update_refetches_only_what_changed(
     status = {m["ref"]: m["status"] for m in doc["models"]}
     assert status == {ONNX[0]: "cached", ONNX[1]: "ok", HF[0]: "cached"}
     fetched = [p for m, p in upstream.mirror.requests[before:] if m == "GET" and "mlp-" in p]
-    assert fetched == ["/onnx/mlp-1-13.onnx"]
+    assert fetched == ["/hf/onnxmodelzoo/legacy_models/resolve/main/mlp-1-13.onnx"]
     seed_sha = upstream.seed.require(parse(ONNX[1])).files[0].sha256
     assert Store(store_root).require(parse(ONNX[1])).files[0].sha256 == seed_sha
 
@@ -380,7 +376,7 @@ def test_locked_refuses_a_lock_that_does_not_cover_the_set(
     [
         ('[[model]]\nstage = "onnx"\n', "'ref'"),
         ('[[model]]\nref = "onnx:a"\nstaging = "onnx"\n', "unknown key(s) staging"),
-        ('[[model]]\nref = "onnx:a"\nstage = "tflite"\n', "stage 'tflite'"),
+        ('[[model]]\nref = "onnx:a"\nstage = "coreml"\n', "stage 'coreml'"),
         ('[[model]]\nref = "onnx:a"\n[[model]]\nref = "onnx:a"\n', "repeats model #1"),
         ('[[model]]\nref = "hf:../x"\n', "invalid reference"),
         ('[[model]]\nref = "url:http://h/x.onnx"\nsha256 = "abc"\n', "64 hex"),
@@ -533,8 +529,9 @@ def test_a_killed_helper_fails_the_hf_models_only(
     from tests.faults.proxy import FaultProxy
 
     toml = upstream.toml(tmp_path / "project", [*HF[:2], ONNX[0]])
+    hf_files = "/hf/test-org/tiny-*/resolve/*"  # not the zoo's, which are below /hf too
     with FaultProxy(os.environ["MODELHUB_MIRROR"]) as proxy:
-        proxy.add("stall", "*/resolve/*", times=-1, seconds=60)  # every hf file body hangs
+        proxy.add("stall", hf_files, times=-1, seconds=60)  # every hf model's file body hangs
         env = {**os.environ, "MODELHUB_MIRROR": proxy.url}
         sync_cli = subprocess.Popen(
             [sys.executable, "-m", "modelhub", "sync", str(toml), "--jobs", "2", "--json"],
@@ -545,7 +542,7 @@ def test_a_killed_helper_fails_the_hf_models_only(
         )
         try:
             deadline = time.monotonic() + 60
-            while not proxy.exchanges("*/resolve/*", "GET") and time.monotonic() < deadline:
+            while not proxy.exchanges(hf_files, "GET") and time.monotonic() < deadline:
                 time.sleep(0.05)
             helpers = _children(sync_cli.pid)
             assert len(helpers) == 1, helpers  # the hf helper (nothing heavy to stage)

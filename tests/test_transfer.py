@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from modelhub import transfer
-from modelhub._http import Sink, redirect_target, same_origin
+from modelhub import download_job, transfer
+from modelhub._http import redirect_target, same_origin
 from modelhub.errors import (
     AuthError,
     HashMismatchError,
@@ -27,6 +27,7 @@ from modelhub.errors import (
     SizeMismatchError,
     TransferTimeoutError,
 )
+from modelhub.sink import Sink
 from modelhub.transfer import download_file, fetch, parse_retry_after
 from tests.support.httpserver import Fault, HTTPTestServer
 
@@ -389,7 +390,7 @@ def test_network_failure_keeps_part_for_resume(
 def slow_link(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loopback delivers the first chunk at GB/s, which keeps one connection; these tests are
     about the parallel path, so no first chunk counts as fast enough."""
-    monkeypatch.setattr(transfer, "SINGLE_STREAM_RATE", float("inf"))
+    monkeypatch.setattr(download_job, "SINGLE_STREAM_RATE", float("inf"))
 
 
 def test_fast_first_chunk_keeps_one_connection(
@@ -398,7 +399,7 @@ def test_fast_first_chunk_keeps_one_connection(
     """A link that outruns sha256 and the disk gains nothing from more connections: the probe's
     chunk is timed, and the rest follows on the same keep-alive connection. (The threshold is
     lowered so that a loaded test machine still counts as fast.)"""
-    monkeypatch.setattr(transfer, "SINGLE_STREAM_RATE", 1 * MiB)
+    monkeypatch.setattr(download_job, "SINGLE_STREAM_RATE", 1 * MiB)
     path, digest = big
     with HTTPTestServer({"/big.bin": path}) as srv:
         d = download_file(f"{srv.url}/big.bin", tmp_path / "b.part", connections=4)

@@ -17,7 +17,7 @@ from modelhub.importer import import_path
 from modelhub.mirror.app import BackgroundMirror
 from modelhub.refs import parse
 from modelhub.store import Store, layout
-from modelhub.store.usage import plan_gc, run_gc
+from modelhub.store.gc import plan_gc, run_gc
 from tests.support.mirror_fixtures import make_hf_snapshot
 from tests.support.onnx_models import make_mlp
 
@@ -49,12 +49,16 @@ def pulled(zoo, store_root: Path) -> Store:
 def test_du_counts_a_hard_link_once(pulled: Store, capsys: pytest.CaptureFixture[str]) -> None:
     size = pulled.abspath(MLP).stat().st_size
     other = pulled.abspath(OTHER).stat().st_size
+    # Each staged model's parity fixture (``<model>.fixture.npz``) lies beside it.
+    fixtures = [s.fixture for _, m in pulled.manifests() for s in m.staged if s.fixture]
+    fixture_bytes = sum(pulled.abspath(f["path"]).stat().st_size for f in fixtures)
     os.link(pulled.abspath(MLP), pulled.root / "onnx" / "alias.onnx")
     doc = _json(capsys, "du", "--json")
     onnx = next(f for f in doc["frameworks"] if f["name"] == "onnx")
-    assert onnx == {"name": "onnx", "files": 3, "bytes": size + other}
+    files = 3 + len(fixtures)
+    assert onnx == {"name": "onnx", "files": files, "bytes": size + other + fixture_bytes}
     meta = next(f for f in doc["frameworks"] if f["name"] == ".modelhub")
-    assert doc["total"] == size + other + meta["bytes"]
+    assert doc["total"] == size + other + fixture_bytes + meta["bytes"]
     # The alias is listed by no manifest, but removing it frees nothing: its inode is owned.
     assert doc["unowned"] == {"files": 1, "bytes": 0}
     models = {m["ref"]: m for m in doc["models"]}
@@ -121,19 +125,21 @@ def test_rm_refuses_shared_files_without_force(
     zoo, store_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A url: of the same file lands on the same store path as the zoo model: shared.
-    url_ref = f"url:{zoo.url}/validated/tiny/model/tiny-mlp-13.onnx"
+    url_ref = f"url:{zoo.file_url('validated/tiny/model/tiny-mlp-13.onnx')}"
     assert main(["pull", "onnx:tiny-mlp", url_ref]) == 0
     capsys.readouterr()
     assert main(["rm", "onnx:tiny-mlp"]) == 1
     err = capsys.readouterr().err
-    assert "shares 1 file(s)" in err and "--force" in err
+    # Both stage the same file in place: the model and its parity fixture are shared.
+    assert (store_root / f"{MLP}.fixture.npz").is_file()
+    assert "shares 2 file(s)" in err and "--force" in err
     store = Store(store_root)
     assert store.manifest(parse("onnx:tiny-mlp")) is not None
     assert main(["rm", "onnx:tiny-mlp", "--force"]) == 0
     assert store.manifest(parse("onnx:tiny-mlp")) is None
     assert (store_root / MLP).is_file() and not store.verify(store.require(parse(url_ref)))
-    assert main(["rm", url_ref]) == 0  # now the only owner: no refusal, the file goes
-    assert not (store_root / MLP).exists()
+    assert main(["rm", url_ref]) == 0  # now the only owner: no refusal, the files go
+    assert not (store_root / MLP).exists() and not (store_root / f"{MLP}.fixture.npz").exists()
 
 
 # --- gc -----------------------------------------------------------------------------------------
@@ -272,7 +278,7 @@ def test_gc_never_deletes_what_a_manifest_owns_by_the_time_it_acts(
 def test_gc_keep_lock_removes_models_not_in_it(
     zoo, store_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url_ref = f"url:{zoo.url}/validated/tiny/model/tiny-mlp-13.onnx"
+    url_ref = f"url:{zoo.file_url('validated/tiny/model/tiny-mlp-13.onnx')}"
     project = tmp_path / "project"
     project.mkdir()
     (project / "modelhub.toml").write_text(f'[[model]]\nref = "{url_ref}"\n')
@@ -280,12 +286,14 @@ def test_gc_keep_lock_removes_models_not_in_it(
     assert main(["pull", "onnx:tiny-mlp", "onnx:other-mlp"]) == 0
     doc = _json(capsys, "gc", "--dry-run", "--json", "--keep-lock", str(project / "modelhub.lock"))
     models = {i["ref"]: i["bytes"] for i in doc["items"] if i["kind"] == "model"}
-    other = (store_root / OTHER).stat().st_size
-    assert models == {"onnx:tiny-mlp": 0, "onnx:other-mlp": other}  # the shared file stays
+    other_fixture = store_root / f"{OTHER}.fixture.npz"  # its parity fixture goes with it
+    other = (store_root / OTHER).stat().st_size + other_fixture.stat().st_size
+    assert models == {"onnx:tiny-mlp": 0, "onnx:other-mlp": other}  # the shared files stay
     doc = _json(capsys, "gc", "--json", "--keep-lock", str(project / "modelhub.lock"))
     assert doc["freed"] == other and not doc["skipped"]
     store = Store(store_root)
     assert [m.ref for _, m in store.manifests()] == [parse(url_ref).canonical]
-    assert (store_root / MLP).is_file() and not (store_root / OTHER).exists()
+    assert (store_root / MLP).is_file() and (store_root / f"{MLP}.fixture.npz").is_file()
+    assert not (store_root / OTHER).exists() and not other_fixture.exists()
     assert main(["verify"]) == 0
     assert main(["gc", "--keep-lock", str(tmp_path / "missing.lock")]) == 3

@@ -19,17 +19,18 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .errors import ModelhubError
-    from .hubs import ModelHub, StorageType, get_hub, supported_hubs
+    from .hubs import ModelHub, supported_hubs
     from .pipeline import Model, load, path, pull, stage_existing
     from .refs import ModelRef, parse
+    from .seed import StorageType, get_hub
     from .store import Manifest, Store
 
 # Loaded on first use (PEP 562): `modelhub path` imports this package and must start fast.
 _LAZY = {
     "ModelhubError": "errors",
     "ModelHub": "hubs",
-    "StorageType": "hubs",
-    "get_hub": "hubs",
+    "StorageType": "seed",
+    "get_hub": "seed",
     "supported_hubs": "hubs",
     "Model": "pipeline",
     "load": "pipeline",

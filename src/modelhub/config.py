@@ -1,43 +1,39 @@
 """Every environment variable modelhub reads, read in one place.
 
 ``settings()`` reads the environment at call time (not at import), so a test or a caller that
-changes ``os.environ`` sees the change on the next call.
+changes ``os.environ`` sees the change on the next call. The command line does not write the
+environment: its options (``-q``, ``--remote``) are :func:`override` s that ``settings()``
+applies on top of it, for the rest of the process.
+
+The hubs' base URLs come from the registry's endpoints: ``MODELHUB_<KEY>_URL``, else the SDK's
+own variable where it has one (``HF_ENDPOINT``), else ``$MODELHUB_MIRROR/<path>``, else upstream.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
-UPSTREAM_URLS: dict[str, str] = {
-    "hf": "https://huggingface.co",
-    "tfhub": "https://tfhub.dev",
-    "kaggle": "https://www.kaggle.com",
-    "onnx": "https://raw.githubusercontent.com/onnx/models/main",
-    "torch": "https://download.pytorch.org",
-    "keras": "https://storage.googleapis.com",
-    "github": "https://github.com",
-}
+from .registry import endpoints
 
-# The path under MODELHUB_MIRROR that stands in for each hub (see the mirror URL space).
-MIRROR_PATHS: dict[str, str] = {
-    "hf": "hf",
-    "tfhub": "tfhub",
-    "kaggle": "kaggle",
-    "onnx": "onnx",
-    "torch": "torch",
-    "keras": "keras",
-    "github": "torch/github",
-}
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `modelhub path` imports this module
+if TYPE_CHECKING:
+    from pathlib import Path
 
 LINK_MODES = ("auto", "reflink", "hardlink", "symlink", "copy")
+#: ``--stage`` values (what each hub can do is its adapter's ``stages``).
+STAGES = ("auto", "none", "onnx", "pb", "h5", "keras", "savedmodel", "tflite")
+STORAGES = ("compressed", "uncompressed")
 
-_TRUE = {"1", "true", "yes", "on"}
+TRUE = frozenset({"1", "true", "yes", "on"})
+
+# Settings the command line chose for this process (``-q``, ``--remote``): they win over the
+# environment and are never written into it.
+_OVERRIDES: dict[str, object] = {}
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+def flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get(name, "").strip().lower() in TRUE
 
 
 def _int(name: str, default: int) -> int:
@@ -56,43 +52,106 @@ def _float(name: str, default: float) -> float:
         return default
 
 
-@dataclass(frozen=True)
+def store_root() -> str:
+    """The store root from the environment: ``$MODELHUB_PATH``, else ``~/.modelhub``."""
+    raw = os.environ.get("MODELHUB_PATH", "").strip()
+    return os.path.abspath(os.path.expanduser(raw) if raw else os.path.expanduser("~/.modelhub"))
+
+
+def override(**values: object) -> None:
+    """Set settings for the rest of this process over the environment (the command line's
+    ``-q``/``--quiet`` → ``quiet=True``, ``--remote URL`` → ``remote=URL``)."""
+    _OVERRIDES.update(values)
+
+
+def overrides() -> dict[str, object]:
+    """A copy of the overrides in force."""
+    return dict(_OVERRIDES)
+
+
+def clear_overrides() -> None:
+    """Forget every :func:`override` (tests that call the command line in process)."""
+    _OVERRIDES.clear()
+
+
 class Settings:
-    """A snapshot of modelhub's configuration."""
+    """A snapshot of modelhub's configuration (read-only)."""
 
-    store_root: Path
-    link_mode: str
-    mirror: str | None
-    hub_urls: dict[str, str]
-    trusted_repos: frozenset[str]
-    offline: bool
-    debug: bool
-    quiet: bool
-    timeout: float
-    retries: int
-    connections: int
-    hf_token: str | None
-    remote: str | None = None
+    __slots__ = (
+        "connections",
+        "debug",
+        "hf_token",
+        "hub_urls",
+        "link_mode",
+        "mirror",
+        "offline",
+        "quiet",
+        "remote",
+        "retries",
+        "store_root",
+        "timeout",
+        "trusted_repos",
+    )
 
-    def hub_url(self, hub: str) -> str:
-        """Return the base URL for ``hub`` (no trailing slash)."""
-        return self.hub_urls[hub]
+    def __init__(self, **values: object) -> None:
+        for key in self.__slots__:
+            object.__setattr__(self, key, values[key])
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("Settings are read-only")
+
+    if TYPE_CHECKING:
+        store_root: Path
+        link_mode: str
+        mirror: str | None
+        hub_urls: dict[str, str]
+        trusted_repos: frozenset[str]
+        offline: bool
+        debug: bool
+        quiet: bool
+        timeout: float
+        retries: int
+        connections: int
+        hf_token: str | None
+        remote: str | None
+
+    def hub_url(self, key: str) -> str:
+        """Return the base URL of endpoint ``key`` (a hub's name, or e.g. ``github``)."""
+        return self.hub_urls[key]
+
+    def progress(self, explicit: bool | None = None) -> bool:
+        """Whether to show progress bars: ``explicit`` when given, else on a terminal's stderr
+        unless quiet. The one place this is decided."""
+        if explicit is not None:
+            return explicit
+        if self.quiet:
+            return False
+        import sys
+
+        try:
+            return sys.stderr is not None and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
 
 
-def _hub_url(hub: str, mirror: str | None) -> str:
-    explicit = os.environ.get(f"MODELHUB_{hub.upper()}_URL", "").strip()
+def _hub_url(key: str, mirror: str | None) -> str:
+    endpoint = endpoints()[key]
+    explicit = os.environ.get(endpoint.env, "").strip()
     if explicit:
         return explicit.rstrip("/")
-    if hub == "hf" and os.environ.get("HF_ENDPOINT", "").strip():
-        return os.environ["HF_ENDPOINT"].strip().rstrip("/")
+    if endpoint.under is not None:
+        base, path = endpoint.under
+        return f"{_hub_url(base, mirror)}/{path.strip('/')}"
+    if endpoint.sdk_env and os.environ.get(endpoint.sdk_env, "").strip():
+        return os.environ[endpoint.sdk_env].strip().rstrip("/")
     if mirror:
-        return f"{mirror}/{MIRROR_PATHS[hub]}"
-    return UPSTREAM_URLS[hub]
+        return f"{mirror}/{endpoint.mirror}"
+    return endpoint.upstream
 
 
 def settings() -> Settings:
-    """Read the environment and return the current settings."""
-    from .store.lookup import store_root
+    """Read the environment (and the command line's overrides); return the current settings."""
+    from pathlib import Path
 
     mirror = os.environ.get("MODELHUB_MIRROR", "").strip().rstrip("/") or None
     link_mode = os.environ.get("MODELHUB_LINK_MODE", "auto").strip().lower() or "auto"
@@ -100,18 +159,20 @@ def settings() -> Settings:
         r.strip() for r in os.environ.get("MODELHUB_TRUSTED_REPOS", "").split(",") if r.strip()
     )
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-    return Settings(
-        store_root=Path(store_root()),
-        link_mode=link_mode,
-        mirror=mirror,
-        hub_urls={hub: _hub_url(hub, mirror) for hub in UPSTREAM_URLS},
-        trusted_repos=trusted,
-        offline=_flag("MODELHUB_OFFLINE") or _flag("HF_HUB_OFFLINE"),
-        debug=_flag("MODELHUB_DEBUG"),
-        quiet=_flag("MODELHUB_QUIET"),
-        timeout=_float("MODELHUB_TIMEOUT", 30.0),
-        retries=_int("MODELHUB_RETRIES", 5),
-        connections=max(1, _int("MODELHUB_CONNECTIONS", 4)),
-        hf_token=token,
-        remote=os.environ.get("MODELHUB_REMOTE", "").strip() or None,
-    )
+    values: dict[str, object] = {
+        "store_root": Path(store_root()),
+        "link_mode": link_mode,
+        "mirror": mirror,
+        "hub_urls": {key: _hub_url(key, mirror) for key in endpoints()},
+        "trusted_repos": trusted,
+        "offline": flag("MODELHUB_OFFLINE") or flag("HF_HUB_OFFLINE"),
+        "debug": flag("MODELHUB_DEBUG"),
+        "quiet": flag("MODELHUB_QUIET"),
+        "timeout": _float("MODELHUB_TIMEOUT", 30.0),
+        "retries": _int("MODELHUB_RETRIES", 5),
+        "connections": max(1, _int("MODELHUB_CONNECTIONS", 4)),
+        "hf_token": token,
+        "remote": os.environ.get("MODELHUB_REMOTE", "").strip() or None,
+    }
+    values.update(_OVERRIDES)
+    return Settings(**values)

@@ -48,6 +48,10 @@ class NotFoundError(ModelhubError, FileNotFoundError):
     exit_code = EXIT_NOT_FOUND
 
 
+class ObjectMissing(NotFoundError):
+    """An object of the shared S3 store does not exist (404)."""
+
+
 class ModelNotFoundError(NotFoundError):
     """The hub has no model by that name (or no such revision / opset)."""
 
@@ -94,6 +98,10 @@ class ArchiveError(IntegrityError):
     """An archive is malformed or hostile (traversal, links out, devices, bombs)."""
 
 
+class LockMismatchError(IntegrityError):
+    """The lock does not match the model set, the store or what upstream serves now."""
+
+
 # --- 6: network --------------------------------------------------------------------------------
 class NetworkError(ModelhubError, ConnectionError):
     """The hub could not be reached, or the transfer failed after all retries."""
@@ -118,8 +126,26 @@ class StoreConflictError(ModelhubError, FileExistsError):
     """A store path already belongs to another reference with different content."""
 
 
+class PreconditionFailed(StoreConflictError):
+    """A conditional write to the shared S3 store was refused (412, 409
+    ConditionalRequestConflict, If-Match on nothing): another writer got there first (the
+    publication protocol catches it)."""
+
+
 class StagingError(ModelhubError):
     """A conversion failed for a reason other than parity."""
+
+
+class StagingCrashedError(ModelhubError):
+    """A staging worker process died (a crash in a framework's native code, or killed)."""
+
+
+class OffloadCrashedError(ModelhubError):
+    """The helper process died (a crash in native code, or killed) before the call returned."""
+
+
+class MissingToolError(ModelhubError):
+    """A program modelhub drives is not installed (e.g. Java and Maven for the DL4J check)."""
 
 
 class HTTPStatusError(ModelhubError):

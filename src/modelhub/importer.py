@@ -11,10 +11,13 @@ One pipeline for every kind, in the order a pull uses:
 4. *publish* each file with :meth:`Store.publish` (atomic rename; the Store refuses a path that
    another reference owns with other content) and write the manifest last.
 
-Kinds: ``onnx:NAME`` ← ``.onnx`` (with its external-data files); ``hf:ORG/NAME[@REV]`` ← a
-snapshot folder; ``tfhub:HANDLE`` / ``kaggle:...`` ← a SavedModel folder or ``.tar.gz``/``.tgz``/
-``.tar``; ``torch:NAME`` ← ``.pth``/``.pt``; ``keras:NAME`` ← ``.h5``/``.hdf5``/``.keras``;
-``url:URL`` ← any file (stored under the URL's file name).
+Kinds (the reference's hub decides which applies: ``ModelHub.import_kind``): ``onnx-model`` ← an
+``.onnx`` zoo model (with its external-data files); ``onnx-file`` / ``file`` ← any file, stored
+under the reference's file name (an ONNX one validated); ``snapshot`` ← a repository snapshot
+folder; ``savedmodel-dir`` / ``savedmodel-tar`` ← a SavedModel folder or ``.tar.gz``/``.tgz``/
+``.tar``; ``weights-file`` ← ``.pth``/``.pt`` weights (a sha256 prefix in the name is checked);
+``keras-file`` ← ``.h5``/``.hdf5``/``.keras``; ``plain-file`` ← any file, stored under its own
+name in the hub's folder.
 
 The caller holds ``store.lock(ref)`` (the CLI does): the lock is not reentrant.
 """
@@ -39,7 +42,6 @@ from .errors import (
     LFSPointerError,
     NotFoundError,
     StoreConflictError,
-    UnsupportedError,
     UsageError,
 )
 from .refs import ModelRef, url_basename
@@ -52,7 +54,7 @@ _TORCH_HASH = re.compile(r"-([a-f0-9]{8,64})\.")
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SKIP_DIRS = {".git", ".cache", ".no_exist"}
-_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_FILE_KINDS = ("onnx-model", "onnx-file", "weights-file", "keras-file", "file", "plain-file")
 
 
 @dataclass
@@ -109,31 +111,12 @@ def _file_source(src: Path) -> list[str]:
 
 
 # --- kinds --------------------------------------------------------------------------------------
-def _kind(src: Path, ref: ModelRef) -> str:
-    """Decide what to do from the source and the reference alone. Raises UsageError."""
-    name = src.name.lower()
-    is_dir, is_file = src.is_dir(), src.is_file()
-    if ref.hub == "onnx" and is_file and name.endswith(".onnx"):
-        return "onnx"
-    if ref.hub == "hf" and is_dir:
-        return "hf"
-    if ref.hub in ("tfhub", "kaggle"):
-        if is_dir:
-            return "savedmodel-dir"
-        if is_file and name.endswith(_TAR_SUFFIXES):
-            return "savedmodel-tar"
-    if ref.hub == "torch" and not ref.is_torch_hub and is_file and name.endswith((".pth", ".pt")):
-        return "torch"
-    if ref.hub == "keras" and is_file and name.endswith((".h5", ".hdf5", ".keras")):
-        return "keras"
-    if ref.hub == "url" and is_file:
-        return "url"
-    what = "folder" if is_dir else f"file {src.name!r}"
-    raise UnsupportedError(
-        f"cannot import a {what} as {ref}: onnx: takes .onnx, hf: a snapshot folder, "
-        "tfhub:/kaggle: a SavedModel folder or .tar.gz, torch:NAME .pth/.pt, "
-        "keras: .h5/.keras, url: any file"
-    )
+def _kind(store: Store, src: Path, ref: ModelRef) -> str:
+    """Decide what to do from the source and the reference alone (the hub's adapter says).
+    Raises UnsupportedError."""
+    from .hubs import get_hub
+
+    return get_hub(ref.hub, store).import_kind(src, ref)
 
 
 def _external_data(model_path: Path) -> list[str]:
@@ -174,10 +157,10 @@ def _external_data(model_path: Path) -> list[str]:
 
 
 def _stage_onnx(
-    staged: _Staged, src: Path, ref: ModelRef, filename: str
+    staged: _Staged, src: Path, ref: ModelRef, filename: str, zoo: bool
 ) -> tuple[StagedEntry, dict[str, Any]]:
     """Copy an ONNX model (and its external data) and validate the copy."""
-    from .hubs.onnx_zoo import validate_entry
+    from .staging.onnx_check import validate_entry
 
     _check_not_pointer(src, src.name)
     rel = layout.file_path(ref, filename)
@@ -196,7 +179,7 @@ def _stage_onnx(
         staged.files[layout.file_path(ref, location)] = (side_tmp, side_sha, side_size)
     entry = validate_entry(model_tmp, rel, sha, size)
     details = {
-        "model": ref.name if ref.hub == "onnx" else PurePosixPath(filename).stem,
+        "model": ref.name if zoo else PurePosixPath(filename).stem,
         "model_path": rel.removeprefix("onnx/"),
         "opset": entry.details["opset"],
         "io_ports": entry.details["io_ports"],
@@ -287,16 +270,16 @@ def _savedmodel_root(folder: Path, shown: str) -> Path:
 def _check_magic(path: Path, kind: str) -> None:
     head = _check_not_pointer(path, path.name)
     lowered = path.name.lower()
-    if kind == "keras" and lowered.endswith((".h5", ".hdf5")):
+    if kind == "keras-file" and lowered.endswith((".h5", ".hdf5")):
         with open(path, "rb") as fh:
             for offset in (0, 512, 1024, 2048):
                 fh.seek(offset)
                 if fh.read(8) == _HDF5_MAGIC:
                     return
         raise IntegrityError(f"{path.name} is not an HDF5 file")
-    if kind == "keras" and lowered.endswith(".keras") and not zipfile.is_zipfile(path):
+    if kind == "keras-file" and lowered.endswith(".keras") and not zipfile.is_zipfile(path):
         raise IntegrityError(f"{path.name} is not a .keras (zip) archive")
-    if kind == "torch" and not (head.startswith(b"PK") or head[:1] == b"\x80"):
+    if kind == "weights-file" and not (head.startswith(b"PK") or head[:1] == b"\x80"):
         raise IntegrityError(f"{path.name} is neither a zip nor a pickle: not torch weights")
 
 
@@ -305,26 +288,27 @@ def _collect(
     staged: _Staged, src: Path, ref: ModelRef, kind: str
 ) -> tuple[str, list[StagedEntry], dict[str, Any]]:
     """Stage the files of ``kind``; return (revision, staged entries, details)."""
-    if kind in ("onnx", "torch", "keras", "url"):
-        filename = url_basename(ref.name) if kind == "url" else src.name
+    if kind in _FILE_KINDS:
+        filename = url_basename(ref.name) if kind in ("onnx-file", "file") else src.name
         layout.safe_filename(filename)
-        if kind == "onnx" or (kind == "url" and filename.lower().endswith(".onnx")):
-            entry, details = _stage_onnx(staged, src, ref, filename)
-            if ref.hub == "onnx" and ref.revision and int(ref.revision) != details["opset"]:
+        if kind in ("onnx-model", "onnx-file"):
+            zoo = kind == "onnx-model"
+            entry, details = _stage_onnx(staged, src, ref, filename, zoo)
+            if zoo and ref.revision and int(ref.revision) != details["opset"]:
                 raise UsageError(f"{src.name} is opset {details['opset']}, not {ref.revision}")
             return entry.sha256, [entry], details
         _check_magic(src, kind)
         _stage_file(staged, src, layout.file_path(ref, filename))
         [(_, sha, _)] = staged.files.values()
         match = _TORCH_HASH.search(filename)
-        if kind == "torch" and match and not sha.startswith(match.group(1)):
+        if kind == "weights-file" and match and not sha.startswith(match.group(1)):
             raise HashMismatchError(
                 f"{filename}: sha256 {sha[:12]}… does not start with the "
                 f"{match.group(1)} in its name"
             )
         return sha, [], {"file": filename}
     folder = layout.model_dir(ref)
-    if kind == "hf":
+    if kind == "snapshot":
         for path, rel in _walk_files(src):
             _stage_file(staged, path, f"{folder}/{rel}")
         commit, origin = _hf_commit(src)
@@ -366,7 +350,7 @@ def import_path(store: Store, src: Path, ref: ModelRef, *, force: bool = False) 
     src = Path(src)
     if not src.exists():
         raise NotFoundError(f"no such file or folder: {src}")
-    kind = _kind(src, ref)
+    kind = _kind(store, src, ref)
     work = store.tmp_dir / f"import-{layout.ref_key(ref)}-{os.urandom(4).hex()}"
     work.mkdir(parents=True)
     try:
@@ -394,7 +378,7 @@ def import_path(store: Store, src: Path, ref: ModelRef, *, force: bool = False) 
             hub=ref.hub,
             framework=layout.framework_for(ref),
             revision=revision,
-            source=[ref.name] if ref.hub == "url" else _file_source(src),
+            source=[ref.name] if kind in ("onnx-file", "file") else _file_source(src),
             storage="uncompressed",
             sdk_cache=None,
             files=published,

@@ -18,7 +18,7 @@ child is forked directly (~1 ms): no thread can hold a lock the child would inhe
 modelhub knows every file and socket the process has open. Otherwise (a program calling the
 library, whose open sockets and locks a fork would duplicate) the child comes from a
 ``forkserver`` (Linux) or is spawned (elsewhere), as the staging workers are
-(:mod:`modelhub.stager`): ~0.1 s more before the SDK import starts. Either way it
+(:mod:`modelhub.workers`): ~0.1 s more before the SDK import starts. Either way it
 takes the caller's environment of the moment, ignores Ctrl-C (the caller handles it) and, on
 Linux, dies with its parent.
 """
@@ -37,11 +37,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._frameworks import owns_process
-from .errors import ModelhubError
-
-
-class OffloadCrashedError(ModelhubError):
-    """The helper process died (a crash in native code, or killed) before the call returned."""
+from .errors import ModelhubError, OffloadCrashedError
 
 
 def _portable(call_id: int, ok: bool, value: Any) -> bytes:
@@ -59,7 +55,7 @@ def _serve(conn: Any, environ: dict[str, str], threads: int, warm: Callable[[], 
     """The child: warm up, then run each request in a thread of its own and send its outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .stager import worker_init
+    from .workers import worker_init
 
     worker_init(environ)
     send_lock = threading.Lock()
@@ -90,7 +86,7 @@ def _context() -> Any:
         import multiprocessing
 
         return multiprocessing.get_context("fork")
-    from .stager import worker_context
+    from .workers import worker_context
 
     return worker_context()
 

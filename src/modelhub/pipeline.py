@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import settings
+from .config import STAGES, STORAGES, settings
 from .errors import UnsupportedError, UsageError
 from .hubs import ModelHub, StageRequest, get_hub
-from .refs import ModelRef, parse
+from .refs import ModelRef, parse, with_revision
+from .registry import EXTRAS_BY_MODULE
 from .store import Manifest, Store
 from .store.layout import framework_for
 from .store.manifest import utc_now
@@ -24,22 +25,6 @@ if TYPE_CHECKING:
     from .offload import Offload
     from .remote import RemoteStore
     from .stager import ProcessStager
-
-# The extra that brings each framework module a conversion may import.
-_EXTRAS = {
-    "onnx": "onnx",
-    "onnxruntime": "onnx",
-    "numpy": "onnx",
-    "torch": "torch",
-    "torchvision": "torch",
-    "tensorflow": "tensorflow",
-    "keras": "tensorflow",
-    "h5py": "tensorflow",
-    "transformers": "hf",
-}
-
-STAGES = ("auto", "none", "onnx", "pb", "h5", "keras", "savedmodel")
-STORAGES = ("compressed", "uncompressed")
 
 
 @dataclass(frozen=True)
@@ -75,16 +60,14 @@ class Model:
 def as_ref(ref: str | ModelRef, revision: str | None = None) -> ModelRef:
     """Parse ``ref`` if needed and apply ``revision`` (``--revision``)."""
     parsed = parse(ref) if isinstance(ref, str) else ref
-    return parsed.with_revision(revision) if revision else parsed
+    return with_revision(parsed, revision) if revision else parsed
 
 
 def _stage_for(hub: ModelHub, ref: ModelRef, stage: str) -> str:
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     if stage == "auto":
-        stage = hub.default_stage
-        if stage == "auto":
-            stage = hub.auto_stage(ref)  # type: ignore[attr-defined]
+        stage = hub.auto_stage(ref)
     if stage not in hub.stages:
         raise UnsupportedError(
             f"{ref}: cannot stage to {stage!r} (this hub stages to {', '.join(hub.stages)})"
@@ -182,9 +165,9 @@ def pull(
                 if _satisfied(hub, fetched, fmt, storage, sha256, opts):
                     return Model(mref, fetched, st)
                 return _restage(hub, mref, fetched, request, st, stager)
-        fetch_options = {**(options or {}), "sha256": sha256, "force": force, "storage": storage}
-        plan = hub.resolve(mref, offline=offline, options=fetch_options)
-        files = hub.fetch(plan, progress=progress, offline=offline)
+        fetch_options = {**(options or {}), "sha256": sha256, "storage": storage}
+        plan = hub.resolve(mref, offline=offline, options=fetch_options, force=force)
+        files = hub.fetch(plan, progress=progress, offline=offline, force=force)
         manifest = Manifest(
             ref=mref.canonical,
             hub=mref.hub,
@@ -235,7 +218,7 @@ def _restage(
         else:
             staged = hub.stage(ref, manifest, request)
     except ModuleNotFoundError as exc:  # a framework extra is not installed
-        extra = _EXTRAS.get((exc.name or "").split(".")[0], "all")
+        extra = EXTRAS_BY_MODULE.get((exc.name or "").split(".")[0], "all")
         raise UsageError(
             f"staging {ref} to {request.fmt} needs {exc.name}: pip install 'modelhub[{extra}]' "
             "(or pull with --stage none)"
@@ -290,7 +273,7 @@ def load(ref: str | ModelRef, *, store: Store | None = None, **pull_kwargs: Any)
         details = model.manifest.staged[0].details
         return FrozenGraph(model.path, details["input_map"], details["output_map"])
     if fmt in ("h5", "keras"):
-        from .staging.keras_h5 import load_keras_model
+        from .frameworks.keras_files import load_keras_model
 
         return load_keras_model(model.path)
     if fmt == "onnx" or model.path.suffix == ".onnx":

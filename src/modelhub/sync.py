@@ -1,28 +1,13 @@
 """``modelhub sync``: a declared set of models, pulled in parallel, pinned by ``modelhub.lock``.
 
-The set is a TOML file (``modelhub.toml``), one ``[[model]]`` table per model::
-
-    [[model]]
-    ref = "onnx:mnist"              # required
-    stage = "onnx"                  # optional: as ``pull --stage`` (default auto)
-    storage = "uncompressed"        # optional
-    revision = "v1.0"               # optional: as ``pull --revision``
-    include = ["*.safetensors"]     # optional (hf:)
-    exclude = ["*.bin"]             # optional (hf:)
-    sha256 = "..."                  # optional (url:)
-    # also task, signature, input_shape (str) and trust (bool), as the pull options
+The set is a TOML file (``modelhub.toml``, :mod:`modelhub.modelset`) of ``[[model]]`` tables.
 
 Each model goes through :func:`modelhub.pipeline.pull` (its own per-model lock; a model already
 in the store costs no network). ``modelhub.lock``, written next to the TOML file, records for
 every model the immutable revision it resolved to and the sha256 of every file and staged
 artifact.
 
-Why the lock is JSON and not TOML: ``tomllib`` reads TOML but cannot write it, and a lock is
-written by a machine on every sync; ``json.dumps(sort_keys=True, indent=2)`` gives a
-deterministic, line-per-field document with the standard library alone (no ``tomli-w``
-dependency, no hand-written TOML emitter), the same way the manifests are written. It is
-sorted by reference, keyed and indented so that it diffs well in git, and carries no timestamp,
-host or mirror URL, so two syncs of an unchanged set produce byte-identical files.
+The lock's format is :mod:`modelhub.lockfile`'s.
 
 Modes (decided per model from the TOML entry, the lock and the store before any pull):
 
@@ -40,14 +25,12 @@ Modes (decided per model from the TOML entry, the lock and the store before any 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +38,7 @@ from .errors import (
     EXIT_ERROR,
     EXIT_INTEGRITY,
     EXIT_OK,
-    IntegrityError,
+    LockMismatchError,
     ModelhubError,
     NetworkError,
     NotFoundError,
@@ -63,30 +46,17 @@ from .errors import (
     exit_code_for,
 )
 from .hubs import get_hub
-from .pipeline import STAGES, STORAGES, as_ref, pull
-from .refs import ModelRef
+from .lockfile import LOCK_NAME, LockEntry, lock_path_for, read_lock, write_lock
+from .modelset import DEFAULT_FILE, ModelSpec, load_specs
+from .pipeline import pull
 from .store import Manifest, Store
-from .store.files import atomic_write_bytes
-from .sync_order import Picker, schedule
+from .sync_order import Picker
 
 if TYPE_CHECKING:
     from .offload import Offload
     from .stager import ProcessStager
 
-DEFAULT_FILE = "modelhub.toml"
-LOCK_NAME = "modelhub.lock"
-LOCK_VERSION = 1
 MODES = ("sync", "locked", "update")
-
-_STR_OPTIONS = ("task", "signature", "input_shape")
-_KEYS = frozenset(
-    {"ref", "stage", "storage", "revision", "include", "exclude", "sha256", "trust", *_STR_OPTIONS}
-)
-_HEX = frozenset("0123456789abcdef")
-
-
-class LockMismatchError(IntegrityError):
-    """The lock does not match the TOML file, the store or what upstream serves now."""
 
 
 def default_jobs() -> int:
@@ -96,304 +66,6 @@ def default_jobs() -> int:
     the machine busy; staging is CPU- and memory-heavy (model exports), hence the cap of 4.
     """
     return max(1, min(4, 2 * (os.cpu_count() or 1)))
-
-
-# --- the TOML model set -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelSpec:
-    """One ``[[model]]`` table: the reference (revision applied) and its pull settings."""
-
-    ref: ModelRef
-    stage: str = "auto"
-    storage: str = "uncompressed"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    sha256: str | None = None
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def name(self) -> str:
-        """The canonical reference: the key of the model in the store and in the lock."""
-        return self.ref.canonical
-
-    def request(self) -> dict[str, Any]:
-        """The settings the lock records, so that an edited TOML entry is seen as new."""
-        doc: dict[str, Any] = {
-            "stage": self.stage,
-            "storage": self.storage,
-            "include": list(self.include),
-            "exclude": list(self.exclude),
-        }
-        if self.sha256:
-            doc["sha256"] = self.sha256
-        doc.update(dict(self.options))
-        return doc
-
-    def pull_options(self) -> dict[str, Any]:
-        """The ``options`` argument of :func:`modelhub.pipeline.pull`."""
-        options: dict[str, Any] = dict(self.options)
-        if self.include:
-            options["include"] = list(self.include)
-        if self.exclude:
-            options["exclude"] = list(self.exclude)
-        return options
-
-
-def _globs(value: Any, where: str, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise UsageError(f"{where}: {key} must be a string or a list of strings")
-    return tuple(value)
-
-
-def _spec(table: Any, where: str) -> ModelSpec:
-    if not isinstance(table, dict):
-        raise UsageError(f"{where}: each [[model]] must be a table")
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise UsageError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}"
-        )
-    ref = table.get("ref")
-    if not isinstance(ref, str) or not ref.strip():
-        raise UsageError(f"{where}: 'ref' (a model reference string) is required")
-    for key in ("stage", "storage", "revision", "sha256", *_STR_OPTIONS):
-        if key in table and not isinstance(table[key], str):
-            raise UsageError(f"{where}: {key} must be a string")
-    stage = table.get("stage", "auto")
-    if stage not in STAGES:
-        raise UsageError(f"{where}: stage {stage!r} is not one of {', '.join(STAGES)}")
-    storage = table.get("storage", "uncompressed")
-    if storage not in STORAGES:
-        raise UsageError(f"{where}: storage {storage!r} is not one of {', '.join(STORAGES)}")
-    sha256 = table.get("sha256")
-    if sha256 is not None:
-        sha256 = sha256.strip().lower()
-        if len(sha256) != 64 or not set(sha256) <= _HEX:
-            raise UsageError(f"{where}: sha256 needs 64 hex digits")
-    if "trust" in table and not isinstance(table["trust"], bool):
-        raise UsageError(f"{where}: trust must be true or false")
-    options = [(k, table[k]) for k in (*_STR_OPTIONS, "trust") if k in table]
-    try:
-        mref = as_ref(ref.strip(), table.get("revision"))
-    except ModelhubError as exc:
-        raise UsageError(f"{where}: {exc}") from None
-    return ModelSpec(
-        ref=mref,
-        stage=stage,
-        storage=storage,
-        include=_globs(table.get("include", []), where, "include"),
-        exclude=_globs(table.get("exclude", []), where, "exclude"),
-        sha256=sha256,
-        options=tuple(sorted(options)),
-    )
-
-
-def load_specs(path: Path) -> list[ModelSpec]:
-    """Read the model set at ``path``; return its models in file order.
-
-    Raises NotFoundError (no file, exit 3) and UsageError (not TOML, unknown keys, bad values,
-    the same model twice; exit 2).
-    """
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise NotFoundError(f"no model set at {path} (write [[model]] tables with a ref)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
-    extra = sorted(set(doc) - {"model"})
-    if extra:
-        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(extra)}; use [[model]]")
-    tables = doc.get("model", [])
-    if not isinstance(tables, list):
-        raise UsageError(f"{path}: 'model' must be an array of tables ([[model]])")
-    specs = [_spec(t, f"{path}: model #{i + 1}") for i, t in enumerate(tables)]
-    seen: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        if spec.name in seen:
-            raise UsageError(
-                f"{path}: model #{i + 1} ({spec.name}) repeats model #{seen[spec.name] + 1}"
-            )
-        seen[spec.name] = i
-    return specs
-
-
-# --- the lock -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LockEntry:
-    """What one model resolved to: its immutable revision and the sha256 of every file."""
-
-    ref: str
-    hub: str
-    revision: str
-    request: dict[str, Any]
-    files: list[dict[str, Any]]  # {path, sha256, size}, sorted by path
-    staged: list[dict[str, Any]]  # {path, format, sha256, size}, sorted by (format, path)
-    upstream: dict[str, Any] = field(default_factory=dict)  # HTTP validators, if recorded
-
-    @classmethod
-    def from_manifest(cls, spec: ModelSpec, manifest: Manifest) -> LockEntry:
-        """The entry for ``spec`` as pulled into ``manifest``."""
-        validators = manifest.details.get("validators")
-        return cls(
-            ref=manifest.ref,
-            hub=manifest.hub,
-            revision=manifest.revision,
-            request=spec.request(),
-            files=_file_records(manifest),
-            staged=_staged_records(manifest),
-            upstream=dict(validators) if isinstance(validators, dict) else {},
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form (``upstream`` only when there is something in it)."""
-        doc: dict[str, Any] = {
-            "ref": self.ref,
-            "hub": self.hub,
-            "revision": self.revision,
-            "request": self.request,
-            "files": self.files,
-            "staged": self.staged,
-        }
-        if self.upstream:
-            doc["upstream"] = self.upstream
-        return doc
-
-    def differences(self, manifest: Manifest, *, staged: bool = True) -> list[str]:
-        """How ``manifest`` differs from this entry (revision, files and, with ``staged``, the
-        staged artifacts); [] when equal."""
-        found = []
-        if manifest.revision != self.revision:
-            found.append(f"revision {_short(self.revision)} → {_short(manifest.revision)}")
-        locked = {f["path"]: f["sha256"] for f in self.files}
-        got = {f["path"]: f["sha256"] for f in _file_records(manifest)}
-        for rel in sorted(set(locked) | set(got)):
-            if rel not in got:
-                found.append(f"{rel}: missing (locked sha256 {_short(locked[rel])})")
-            elif rel not in locked:
-                found.append(f"{rel}: not in the lock")
-            elif locked[rel] != got[rel]:
-                found.append(f"{rel}: sha256 {_short(locked[rel])} → {_short(got[rel])}")
-        if not staged:
-            return found
-        wanted = {(s["format"], s["path"]): s["sha256"] for s in self.staged}
-        have = {(s["format"], s["path"]): s["sha256"] for s in _staged_records(manifest)}
-        for key in sorted(wanted):
-            if key not in have:
-                found.append(f"staged {key[0]} {key[1]}: missing")
-            elif have[key] != wanted[key]:
-                found.append(
-                    f"staged {key[0]} {key[1]}: sha256 {_short(wanted[key])} → {_short(have[key])}"
-                )
-        return found
-
-
-def _short(sha: str) -> str:
-    return sha[:12] if len(sha) > 12 else sha
-
-
-def _file_records(manifest: Manifest) -> list[dict[str, Any]]:
-    return sorted(
-        ({"path": f.path, "sha256": f.sha256, "size": f.size} for f in manifest.files),
-        key=lambda d: d["path"],
-    )
-
-
-def _staged_records(manifest: Manifest) -> list[dict[str, Any]]:
-    return sorted(
-        (
-            {"path": s.path, "format": s.format, "sha256": s.sha256, "size": s.size}
-            for s in manifest.staged
-        ),
-        key=lambda d: (d["format"], d["path"]),
-    )
-
-
-def lock_path_for(toml_path: Path) -> Path:
-    """``modelhub.lock`` in the folder of the TOML file."""
-    return Path(toml_path).absolute().parent / LOCK_NAME
-
-
-def render_lock(entries: Sequence[LockEntry]) -> bytes:
-    """The lock document: sorted by reference, sorted keys, two-space indent, final newline."""
-    doc = {
-        "generated_by": "modelhub sync; do not edit by hand",
-        "lock_version": LOCK_VERSION,
-        "models": [e.as_dict() for e in sorted(entries, key=lambda e: e.ref)],
-    }
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def _entry(doc: Any, where: str) -> LockEntry:
-    try:
-        files = [
-            {"path": str(f["path"]), "sha256": str(f["sha256"]), "size": int(f["size"])}
-            for f in doc["files"]
-        ]
-        staged = [
-            {
-                "path": str(s["path"]),
-                "format": str(s["format"]),
-                "sha256": str(s["sha256"]),
-                "size": int(s["size"]),
-            }
-            for s in doc.get("staged") or []
-        ]
-        request = doc["request"]
-        upstream = doc.get("upstream") or {}
-        if not isinstance(request, dict) or not isinstance(upstream, dict):
-            raise TypeError("request/upstream must be objects")
-        return LockEntry(
-            ref=str(doc["ref"]),
-            hub=str(doc["hub"]),
-            revision=str(doc["revision"]),
-            request=request,
-            files=files,
-            staged=staged,
-            upstream=upstream,
-        )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise IntegrityError(f"{where}: malformed entry ({exc})") from None
-
-
-def read_lock(path: Path) -> dict[str, LockEntry] | None:
-    """The entries of the lock at ``path`` by reference, or None when there is no lock.
-
-    Raises IntegrityError (exit 5) for a lock that is not a lock document.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError as exc:
-        raise IntegrityError(f"{path}: not a modelhub lock (not UTF-8: {exc})") from None
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise IntegrityError(f"{path}: not a modelhub lock (invalid JSON: {exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
-        raise IntegrityError(f"{path}: not a modelhub lock (no 'models' list)")
-    if doc.get("lock_version") != LOCK_VERSION:
-        raise IntegrityError(
-            f"{path}: lock version {doc.get('lock_version')!r} is not {LOCK_VERSION}"
-        )
-    entries = [_entry(m, f"{path}: model #{i + 1}") for i, m in enumerate(doc["models"])]
-    return {e.ref: e for e in entries}
-
-
-def write_lock(path: Path, entries: Sequence[LockEntry]) -> bool:
-    """Write the lock atomically if its content changes; return True when it was written."""
-    data = render_lock(entries)
-    path = Path(path)
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    atomic_write_bytes(path, data, path.parent)
-    return True
 
 
 # --- one sync -----------------------------------------------------------------------------------
@@ -497,7 +169,7 @@ class _Syncer:
             ):
                 result.entry = entry  # keep the locked entry verbatim: the lock stays stable
             else:
-                result.entry = LockEntry.from_manifest(spec, manifest)
+                result.entry = LockEntry.from_manifest(spec.request(), manifest)
         except Exception as exc:
             result.status, result.error = "failed", exc
         result.seconds = time.monotonic() - started
@@ -537,7 +209,7 @@ class _Syncer:
         """Install exactly ``entry``: from the store when it matches, else from upstream when
         upstream still serves the locked revision."""
         spec = result.spec
-        pinned = _url_sha(entry)
+        pinned = _pin(self.store, entry)
         if before is not None and not entry.differences(before, staged=False):
             manifest = self._pull(spec, sha256=pinned)  # a cache hit unless a stage is missing
         elif before is None:
@@ -588,7 +260,7 @@ class _Syncer:
             raise status.error
         self.event("phase", index, result, "pulling")
         manifest = self._pull(spec, force=status.state != "current")
-        old = LockEntry.from_manifest(spec, before)
+        old = LockEntry.from_manifest(spec.request(), before)
         if status.changed and not old.differences(manifest, staged=False):
             # The hub answered the forced pull from an SDK cache that still holds the old
             # version (tensorflow_hub never refreshes a handle it has): say so, do not lock it.
@@ -605,11 +277,9 @@ def _describe(problems: list[str]) -> str:
     return "; ".join(problems[:3]) + more
 
 
-def _url_sha(entry: LockEntry) -> str | None:
-    """For url: models, the locked file's sha256: the download is checked before it is kept."""
-    if entry.hub == "url" and len(entry.files) == 1:
-        return str(entry.files[0]["sha256"])
-    return None
+def _pin(store: Store, entry: LockEntry) -> str | None:
+    """The sha256 the hub checks a locked model's download against before keeping it."""
+    return get_hub(entry.hub, store).lock_pin(entry.files)
 
 
 def _upstream_status(store: Store, entry: LockEntry) -> Any:
@@ -774,8 +444,6 @@ __all__ = [
     "load_specs",
     "lock_path_for",
     "read_lock",
-    "render_lock",
-    "schedule",
     "sync",
     "write_lock",
 ]

@@ -10,12 +10,19 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import registry
+
 if TYPE_CHECKING:
-    from .sync import ModelSpec
+    from .modelset import ModelSpec
 
 
-# Rough relative cost of one model per hub: metadata round trips before the bytes, SDK work.
-_HUB_WEIGHT = {"hf": 4, "tfhub": 3, "kaggle": 3, "torch": 3, "keras": 2, "onnx": 1, "url": 1}
+def _weight(hub: str) -> int:
+    """Rough relative cost of one model of ``hub`` (its registry row's ``weight``): metadata
+    round trips before the bytes, SDK work."""
+    try:
+        return registry.row(hub).weight
+    except Exception:
+        return 2
 
 
 def schedule(specs: Sequence[ModelSpec]) -> list[int]:
@@ -28,7 +35,7 @@ def schedule(specs: Sequence[ModelSpec]) -> list[int]:
     """
 
     def weight(i: int) -> int:
-        return _HUB_WEIGHT.get(specs[i].ref.hub, 2)
+        return _weight(specs[i].ref.hub)
 
     first: dict[str, int] = {}
     for i, spec in enumerate(specs):

@@ -1,6 +1,6 @@
 """Fixtures of the fault table: the seed store and mirror (once per session), a fault proxy per
-test, and the summary printed at the end of the run (faults survived, hostile inputs tried,
-bytes lost)."""
+test; and the summary printed at the end of the run (faults survived, hostile inputs tried,
+bytes lost), whose hooks live in :mod:`tests.faults.summary`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.hubs import FAULTS, REPO, Scenario, SeedStore, environment, why_not
+from tests.faults.hubs import REPO, Scenario, SeedStore, environment, why_not
 from tests.faults.proxy import FaultProxy
+from tests.faults.summary import (  # the summary's hooks, registered with this conftest
+    pytest_collection_modifyitems as pytest_collection_modifyitems,
+)
+from tests.faults.summary import pytest_terminal_summary as pytest_terminal_summary
 
 
 @pytest.fixture(scope="session")
@@ -128,88 +132,3 @@ def make_case(
         return Case(scenario, proxy, tmp_path, store or store_root, monkeypatch, capsys)
 
     return make
-
-
-# --- the summary --------------------------------------------------------------------------------
-def _props(report: pytest.TestReport) -> dict[str, object]:
-    return dict(report.user_properties)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One block: the fault table's size and outcome, the hostile inputs tried, bytes lost."""
-    stats = terminalreporter.stats
-    reports = [
-        r
-        for key in ("passed", "failed", "skipped", "xfailed", "xpassed")
-        for r in stats.get(key, [])
-        if isinstance(r, pytest.TestReport)
-    ]
-    rows = [r for r in reports if r.when == "call" and "fault_row" in _props(r)]
-    xfailed = [r for r in rows if r.skipped]
-    rows = [r for r in rows if not r.skipped] + xfailed
-    skipped_rows = [
-        r
-        for r in reports
-        if r.skipped and "tests/faults/test_fault_table.py::" in r.nodeid and r.when == "setup"
-    ]
-    hostile = [r for r in reports if r.when == "call" and r.nodeid.startswith("tests/test_hostile")]
-    if not rows and not hostile:
-        return
-    survived = [r for r in rows if r.passed]
-    limits = [r for r in rows if r.skipped]
-    lost = sum(int(_props(r).get("bytes_lost", 0)) for r in rows)  # type: ignore[call-overload]
-    hubs = sorted({str(_props(r)["fault_row"]).split("/")[0] for r in rows})
-    tw = terminalreporter
-    tw.section("modelhub fault table")
-    tw.line(
-        f"faults survived: {len(survived)}/{len(rows) - len(limits)} hub x fault cases "
-        f"({', '.join(hubs) or '-'}; {len(limits)} known limit(s) (xfail), "
-        f"{len(skipped_rows)} skipped)"
-    )
-    cells: dict[tuple[str, str], str] = {}
-    for r in rows:
-        hub, fault = str(_props(r)["fault_row"]).split("/")
-        outcome = str(_props(r).get("outcome", "ok")).split(":")[0].replace("exit ", "exit ")
-        cells[(hub, fault)] = outcome if r.passed or outcome == "xfail" else "FAILED"
-    seen = {str(_props(r)["fault_row"]).split("/")[1] for r in rows}
-    faults = [f for f in FAULTS if f in seen]
-    if cells:
-        width = max(len(f) for f in faults) + 2
-        tw.line(" " * (width + 2) + "".join(f"{h:>9}" for h in hubs))
-        for fault in faults:
-            tw.line(
-                f"  {fault:<{width}}" + "".join(f"{cells.get((h, fault), '-'):>9}" for h in hubs)
-            )
-    tw.line(
-        "  (ok: survived in one run; exit N: the contract's code, nothing half-written, and the"
-    )
-    tw.line("   next run recovered; killed: SIGKILL, then the next run recovered)")
-    for r in rows:
-        if r.failed:
-            tw.line(f"  FAILED {_props(r)['fault_row']}")
-    if terminalreporter.verbosity > 0:  # pytest -v: the error line each failing run printed
-        for r in rows:
-            outcome = str(_props(r).get("outcome", "ok"))
-            if ": " in outcome:
-                tw.line(f"  {_props(r)['fault_row']}: {outcome}")
-    ratios = []
-    for r in rows:
-        hub, fault = str(_props(r)["fault_row"]).split("/")
-        size = int(_props(r).get("file_size") or 0)  # type: ignore[call-overload]
-        if fault in ("reset", "truncated", "kill_download") and size:
-            fetched = int(_props(r).get("bytes_fetched") or 0)  # type: ignore[call-overload]
-            ratios.append(f"{hub}/{fault} {fetched / size:.2f}x")
-    if ratios:
-        tw.line("bytes fetched / file size (resume, not restart; < 1.3x): " + ", ".join(ratios))
-    tw.line(
-        f"hostile inputs tried: {len(hostile)} ({sum(r.passed for r in hostile)} refused cleanly)"
-    )
-    unverifiable = sum(int(_props(r).get("bytes_unverifiable", 0)) for r in rows)  # type: ignore[call-overload]
-    tw.line(
-        f"bytes lost: {lost}"
-        + (
-            f" (and {unverifiable} bytes accepted where upstream publishes no hash: xfail cells)"
-            if unverifiable
-            else ""
-        )
-    )

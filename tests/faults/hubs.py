@@ -119,7 +119,8 @@ def build_onnx(seed: Any, work: Path) -> Scenario:
     return Scenario(
         hub="onnx",
         ref="onnx:faultnet",
-        target="/onnx/faultnet-13.onnx",
+        # The zoo's files come from its Hugging Face copy, under the mirror's /hf.
+        target="/hf/onnxmodelzoo/legacy_models/resolve/main/faultnet-13.onnx",
         size=path.stat().st_size,
         files=_files_of(manifest),
     )
@@ -326,18 +327,21 @@ def build_keras(seed: Any, work: Path) -> Scenario:
     )
 
 
+# hub → the modules its row needs (the test environment's, not modelhub's core).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxruntime"),
+    "url": ("onnx", "onnxruntime"),
+    "hf": ("huggingface_hub", "onnx"),
+    "torch": ("torch", "torchvision", "onnx"),
+    "tfhub": ("onnx",),
+    "kaggle": ("onnx",),
+    "keras": ("keras", "tensorflow", "tf_keras", "h5py"),
+}
+
+
 def why_not(hub: str) -> str | None:
     """Why ``hub``'s row cannot run here (None when it can)."""
-    needs: dict[str, tuple[str, ...]] = {
-        "onnx": ("onnx", "onnxruntime"),
-        "url": ("onnx", "onnxruntime"),
-        "hf": ("huggingface_hub", "onnx"),
-        "torch": ("torch", "torchvision", "onnx"),
-        "tfhub": ("onnx",),
-        "kaggle": ("onnx",),
-        "keras": ("keras", "tensorflow", "tf_keras", "h5py"),
-    }
-    missing = [m for m in needs[hub] if not has(m)]
+    missing = [m for m in NEEDS[hub] if not has(m)]
     if missing:
         return f"{hub}: needs {', '.join(missing)} (not installed in this environment)"
     if hub == "keras":
@@ -365,20 +369,29 @@ class SeedStore:
     def scenario(self, hub: str) -> Scenario:
         """The scenario of ``hub`` (building its model into the seed store the first time)."""
         if hub not in self._built:
-            work = self.work / hub
+            work = self.work / ("tf" if hub in ("tfhub", "kaggle") else hub)
             work.mkdir(parents=True, exist_ok=True)
-            builders: dict[str, Callable[[], Any]] = {
-                "onnx": lambda: build_onnx(self.store, work),
-                "url": lambda: build_url(self.store, work),
-                "hf": lambda: build_hf(self.store, work),
-                "torch": lambda: build_torch(self.store, work),
-                "keras": lambda: build_keras(self.store, work),
-            }
-            if hub in ("tfhub", "kaggle"):
-                self._built.update(build_tfhub(self.store, self.work / "tf", self.mirror_url))
-            else:
-                self._built[hub] = builders[hub]()
+            self._built.update(BUILDERS[hub](self.store, work, self.mirror_url))
         return self._built[hub]
+
+
+# What builds a hub's scenario(s) into the seed store: (seed store, work folder, mirror URL).
+Builder = Callable[[Any, Path, str], dict[str, Scenario]]
+
+
+def _one(build: Callable[[Any, Path], Scenario]) -> Builder:
+    return lambda seed, work, _mirror_url: {(scenario := build(seed, work)).hub: scenario}
+
+
+BUILDERS: dict[str, Builder] = {
+    "onnx": _one(build_onnx),
+    "url": _one(build_url),
+    "hf": _one(build_hf),
+    "torch": _one(build_torch),
+    "tfhub": build_tfhub,  # one SavedModel, served as both
+    "kaggle": build_tfhub,
+    "keras": _one(build_keras),
+}
 
 
 def environment(tmp: Path, scenario: Scenario, proxy_url: str, store: Path) -> dict[str, str]:

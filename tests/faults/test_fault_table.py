@@ -42,9 +42,10 @@ ONE_ERROR_LINE = re.compile(r"^modelhub: error: \S.*$", re.MULTILINE)
 
 
 # --- shared checks --------------------------------------------------------------------------------
-def _record(request: pytest.FixtureRequest, case: Case, fault: str, lost: int) -> None:
+def _record(request: pytest.FixtureRequest, case: Case, lost: int) -> None:
+    """What the summary reports of this cell (tests.faults.summary; the item already carries
+    its ``fault_row``, tagged at collection, so a skip before this still names the cell)."""
     request.node.user_properties += [
-        ("fault_row", f"{case.scenario.hub}/{fault}"),
         ("outcome", case.outcome),
         ("bytes_lost", lost),
         ("bytes_unverifiable", case.unverified),
@@ -382,21 +383,30 @@ def test_fault(hub: str, fault: str, make_case, request: pytest.FixtureRequest) 
     try:
         case.lost = max(case.lost, ROWS[fault](case))
     finally:
-        _record(request, case, fault, case.lost)
+        _record(request, case, case.lost)
     assert case.lost == 0, f"{case.lost} bytes under final names are not the served model's"
 
 
 @pytest.mark.parametrize("hub", ["tfhub", "kaggle"])
 def test_kill_during_extraction_leaves_no_blocking_lock(hub: str, make_case) -> None:
     """kill -9 while the SavedModel archive is extracted into tensorflow_hub's cache (under
-    its ``<sha1>.lock`` file protocol): the next run must not wait for the dead owner."""
+    its ``<sha1>.lock`` file protocol): the next run must not wait for the dead owner.
+
+    The lock exists only while the archive is extracted (tens of milliseconds): a pull that
+    finished before the kill landed proves nothing, so the store and the cache are emptied and
+    the pull is tried again; never landing in five tries fails (this test does not skip)."""
     case = make_case(hub)
     sc = case.scenario
     cache = Path(case.env["TFHUB_CACHE_DIR"])
-    proc = case.spawn("pull", case.ref(), *sc.transport_args)
-    killed = _kill_when(proc, lambda: any(cache.glob("*.lock")), timeout=120)
-    if not killed:
-        pytest.skip("the extraction finished before the kill could land (nothing to test)")
+    for _ in range(5):
+        proc = case.spawn("pull", case.ref(), *sc.transport_args)
+        if _kill_when(proc, lambda: any(cache.glob("*.lock")), timeout=120):
+            break
+        ended = f"exit {proc.returncode}: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+        shutil.rmtree(case.store, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    else:
+        pytest.fail(f"the pull ended before the kill could land, five times out of five ({ended})")
     case.outcome = "killed"
     assert not manifests(case.store)
     started = time.monotonic()

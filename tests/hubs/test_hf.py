@@ -69,7 +69,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     cache = tmp_path / "hf-cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    server = BackgroundMirror(seed.root)
+    server = BackgroundMirror(seed.root, record=True)
     url = server.start()
     monkeypatch.setenv("MODELHUB_MIRROR", url)
     try:
@@ -527,7 +527,7 @@ def test_quiet_calls_overlapping_in_threads_keep_the_bars_off_until_the_last(
 
     from huggingface_hub.utils.tqdm import are_progress_bars_disabled, enable_progress_bars
 
-    from modelhub.hubs.hf import _progress_bars
+    from modelhub.hubs.hf_sdk import progress_bars as _progress_bars
 
     # As with HF_HUB_DISABLE_PROGRESS_BARS unset when the SDK was imported (another test of
     # this session may have set it first).
@@ -544,3 +544,429 @@ def test_quiet_calls_overlapping_in_threads_keep_the_bars_off_until_the_last(
     assert not are_progress_bars_disabled()
     with _progress_bars(True):
         assert not are_progress_bars_disabled()
+
+
+# --------------------------------------------------------------------------- the floor
+
+
+def test_pyproject_floor_is_the_first_version_with_what_modelhub_uses() -> None:
+    """httpx2 (hf_stream) came with 2.0, trees/<commit>.json with 1.22, the tree-listing
+    fallback and the same-origin redirect rule with 2.2: pyproject must not allow less, and
+    `make test-hf-floor` installs exactly that floor (it reads this line)."""
+    import tomllib
+
+    import huggingface_hub
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    doc = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    [line] = [d for d in doc["project"]["dependencies"] if d.startswith("huggingface_hub")]
+    spec = Requirement(line).specifier
+    floors = [Version(s.version) for s in spec if s.operator == ">="]
+    assert floors == [Version("2.2")], line
+    assert Version("3") not in spec and Version("2.2.0") in spec
+    assert Version(huggingface_hub.__version__) in spec
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "test-hf-floor:" in makefile and "huggingface_hub==$(HF_FLOOR)" in makefile
+
+
+# --------------------------------------------------------------------------- the HF cache
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HF_HOME": "{tmp}/home"},
+        {"XDG_CACHE_HOME": "{tmp}/xdg"},
+        {"HUGGINGFACE_HUB_CACHE": "{tmp}/legacy", "HF_HOME": "{tmp}/home"},
+        {"HF_HUB_CACHE": "{tmp}/new", "HUGGINGFACE_HUB_CACHE": "{tmp}/legacy"},
+        {"HUGGINGFACE_HUB_CACHE": "$MH_TEST_BASE/legacy", "MH_TEST_BASE": "{tmp}/var"},
+        {"HF_HOME": "~/hfhome"},
+    ],
+    ids=["default", "hf-home", "xdg", "legacy-var", "new-over-legacy", "expandvars", "tilde"],
+)
+def test_hf_cache_dir_is_where_the_sdk_looks(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same precedence as huggingface_hub's constants (read in a fresh interpreter):
+    HF_HUB_CACHE > HUGGINGFACE_HUB_CACHE > HF_HOME/hub > XDG_CACHE_HOME > ~/.cache."""
+    from modelhub.hubs.hf_sdk import hf_cache_dir
+
+    names = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert hf_cache_dir() == Path(proc.stdout.strip())
+
+
+def test_pull_downloads_into_huggingface_hub_cache(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = tmp_path / "legacy-cache"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(legacy))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    model = modelhub.pull(REF)
+    assert model.manifest.sdk_cache.startswith(str(legacy.resolve()))
+    assert (legacy / "models--test-org--tiny-model" / "refs" / "main").is_file()
+    assert not (tmp_path / "home").exists()
+
+
+# --------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("legacy", ["gpt2", "bert-base-uncased", "t5-small"])
+def test_legacy_one_part_ids_parse_as_given(legacy: str) -> None:
+    from modelhub.store import layout
+
+    ref = modelhub.parse(f"hf:{legacy}")
+    assert ref.name == legacy and ref.revision is None and ref.entry is None
+    assert ref.canonical == f"hf:{legacy}"
+    assert layout.model_dir(ref) == f"huggingface/{legacy}"
+    assert modelhub.parse(f"https://huggingface.co/{legacy}") == ref
+    assert modelhub.parse(f"hf:{legacy}@v2").revision == "v2"
+    blob = modelhub.parse(f"https://huggingface.co/{legacy}/blob/main/config.json")
+    assert blob == modelhub.parse(f"hf:{legacy}:config.json")
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        (f"https://huggingface.co/{REPO}/blob/main/config.json", f"{REF}:config.json"),
+        (
+            f"https://huggingface.co/{REPO}/resolve/v1/sub/dir/readme.txt",
+            f"{REF}@v1:sub/dir/readme.txt",
+        ),
+        (
+            f"https://hf.co/{REPO}/resolve/main/model.safetensors?download=true",
+            f"{REF}:model.safetensors",
+        ),
+        (f"https://huggingface.co/{REPO}/tree/main/sub", f"{REF}:sub/"),
+        (f"https://huggingface.co/{REPO}/tree/v1/sub/dir", f"{REF}@v1:sub/dir/"),
+        (f"https://huggingface.co/{REPO}/tree/v1", f"{REF}@v1"),
+        (f"https://huggingface.co/{REPO}/tree/refs%2Fpr%2F3/sub", f"{REF}@refs/pr/3:sub/"),
+        (
+            f"https://huggingface.co/{REPO}/blob/refs/pr/3/config.json",
+            f"{REF}@refs/pr/3:config.json",
+        ),
+        (f"https://huggingface.co/{REPO}/tree/feature%2Fx/sub", f"{REF}@feature/x:sub/"),
+    ],
+)
+def test_pasted_file_and_folder_urls(url: str, canonical: str) -> None:
+    """/blob/, /resolve/ and /tree/ pages are that file or folder of the repo. The revision is
+    the one segment after the view (the Hub's links encode a '/' in it as %2F)."""
+    ref = modelhub.parse(url)
+    assert ref.hub == "hf" and ref.canonical == canonical
+    assert modelhub.parse(canonical) == ref
+    if "%" not in url:
+        assert modelhub.parse(f"hf:{url}") == ref
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"https://huggingface.co/{REPO}/blob/main",
+        f"https://huggingface.co/{REPO}/discussions/3",
+        "https://huggingface.co/datasets/org/data",
+        f"https://huggingface.co/{REPO}/blob/main/a%2F..%2Fb",
+        f"{REF}:",
+        f"{REF}:sub//x",
+        f"{REF}:../x",
+        f"{REF}:/etc/passwd",
+        "hf:a/b/c",
+    ],
+)
+def test_bad_file_references_are_refused(text: str) -> None:
+    from modelhub.errors import InvalidReferenceError
+
+    with pytest.raises(InvalidReferenceError):
+        modelhub.parse(text)
+
+
+def test_pasted_urls_pull_that_file_or_folder_with_the_token(
+    served: Served, store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "hf_pastedUrlToken123"
+    with GatedHub(served.endpoint, secret, "gated") as hub:
+        monkeypatch.setenv("MODELHUB_HF_URL", hub.url)
+        monkeypatch.setenv("HF_TOKEN", secret)
+        blob = modelhub.pull(f"https://huggingface.co/{REPO}/blob/main/config.json")
+        assert blob.manifest.ref == f"{REF}:config.json"
+        assert blob.path == store_root / "huggingface" / REPO / "config.json"
+        assert blob.path.read_bytes() == served.files["config.json"]
+        assert [f.path for f in blob.manifest.files] == [f"huggingface/{REPO}/config.json"]
+        assert blob.manifest.revision == served.main.revision
+        head = ("HEAD", f"/{REPO}/resolve/main/config.json", f"Bearer {secret}")
+        assert head in hub.requests
+
+        v1 = modelhub.pull(f"https://huggingface.co/{REPO}/resolve/v1/config.json")
+        assert json.loads(v1.path.read_bytes())["seed"] == 2
+        assert v1.path == store_root / "huggingface" / f"{REPO}@v1" / "config.json"
+
+        tree = modelhub.pull(f"https://huggingface.co/{REPO}/tree/main/sub")
+        assert tree.manifest.ref == f"{REF}:sub/"
+        assert tree.path == store_root / "huggingface" / REPO / "sub"
+        assert tree_bytes(tree.path) == {"dir/readme.txt": served.files["sub/dir/readme.txt"]}
+        assert all(a == f"Bearer {secret}" for m, p, a in hub.requests if "/resolve/" in p)
+    monkeypatch.delenv("MODELHUB_HF_URL")
+
+    # The whole repo beside it shares the files (same bytes, two owners).
+    whole = modelhub.pull(REF)
+    assert tree_bytes(whole.original) == served.files
+    from modelhub.cli.main import main
+
+    assert main(["rm", "--force", f"{REF}:config.json"]) == 0  # shared files stay
+    assert (whole.original / "config.json").read_bytes() == served.files["config.json"]
+
+
+def test_a_missing_file_or_folder_exits_3(served: Served) -> None:
+    with pytest.raises(ModelNotFoundError, match="a folder is written sub/") as info:
+        modelhub.pull(f"{REF}:sub")
+    assert info.value.exit_code == 3
+    with pytest.raises(ModelNotFoundError, match="no folder") as info:
+        modelhub.pull(f"{REF}:nowhere/")
+    assert info.value.exit_code == 3
+    with pytest.raises(UsageError, match="one file"):
+        modelhub.pull(f"{REF}:config.json", options={"include": ["*.json"]})
+
+
+# --------------------------------------------------------------------------- file selection
+
+MANY = "test-org/many-formats"
+MANY_REF = f"hf:{MANY}"
+# What from_pretrained does not read beside safetensors, folder by folder.
+MANY_SKIPPED = [
+    "flax_model.msgpack",
+    "model.Q4_K_M.gguf",
+    "onnx/model.onnx",
+    "original/consolidated.00.pth",
+    "original/params.json",
+    "pytorch_model.bin",
+    "tf_model.h5",
+    "unet/diffusion_pytorch_model.bin",
+]
+
+
+def _many_formats(folder: Path) -> dict[str, bytes]:
+    import random
+
+    rng = random.Random(5)
+
+    def blob(n: int) -> bytes:
+        return bytes(rng.getrandbits(8) for _ in range(n))
+
+    files = {
+        "config.json": b'{"model_type": "tiny"}',
+        "generation_config.json": b'{"g": 1}',
+        "tokenizer.json": b'{"vocab": []}',
+        "tokenizer_config.json": b'{"t": 1}',
+        "README.md": b"# card\n",
+        "LICENSE": b"licence\n",
+        "training_args.bin": blob(500),
+        "images/sample.png": blob(700),
+        "model.safetensors": blob(40_000),
+        "model.fp16.safetensors": blob(20_000),
+        "unet/config.json": b'{"u": 1}',
+        "unet/diffusion_pytorch_model.safetensors": blob(9_000),
+        "text_encoder/config.json": b'{"e": 1}',
+        "text_encoder/pytorch_model.bin": blob(6_000),  # no safetensors beside it: kept
+        **{name: blob(10_000 + 100 * i) for i, name in enumerate(MANY_SKIPPED)},
+    }
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return files
+
+
+@pytest.fixture
+def many(served: Served, tmp_path: Path) -> dict[str, bytes]:
+    """MANY served beside the `served` repo (the mirror re-reads its seed store)."""
+    files = _many_formats(tmp_path / "src" / "many")
+    import_path(
+        modelhub.Store(tmp_path / "seed"), tmp_path / "src" / "many", modelhub.parse(MANY_REF)
+    )
+    return files
+
+
+def _resolved(served: Served, since: int, method: str = "GET") -> set[str]:
+    marker = f"/{MANY}/resolve/"
+    return {
+        p.split(marker, 1)[1].split("/", 1)[1]
+        for m, p in served.server.requests[since:]
+        if m == method and marker in p
+    }
+
+
+def test_default_pull_fetches_what_from_pretrained_reads(
+    served: Served, many: dict[str, bytes], tmp_path: Path
+) -> None:
+    kept = {n: d for n, d in many.items() if n not in MANY_SKIPPED}
+    model = modelhub.pull(MANY_REF)
+    assert tree_bytes(model.original) == kept
+    assert _resolved(served, 0) == set(kept)  # the skipped bytes never moved
+    assert set(tree_bytes(Path(model.manifest.sdk_cache))) == set(kept)
+    assert model.manifest.details["selection"] == {
+        "rule": "from_pretrained",
+        "kept": len(kept),
+        "skipped": MANY_SKIPPED,
+        "skipped_bytes": sum(len(many[n]) for n in MANY_SKIPPED),
+    }
+
+    # --all-files is another request: the rest comes, nothing else is asked again.
+    before = served.count()
+    full = modelhub.pull(MANY_REF, options={"all_files": True})
+    assert tree_bytes(full.original) == many
+    assert _resolved(served, before) == set(MANY_SKIPPED)
+    assert full.manifest.details["selection"]["rule"] == "all-files"
+    assert full.manifest.details["selection"]["skipped"] == []
+    # ... and it is what a default pull asks for too (more than enough): no request.
+    before = served.count()
+    assert modelhub.pull(MANY_REF).manifest == full.manifest
+    assert served.count() == before
+
+    # A repo without safetensors keeps its .bin; --include is the caller's own choice.
+    picked = modelhub.pull(
+        MANY_REF, store=modelhub.Store(tmp_path / "picked"), options={"include": ["*.bin"]}
+    )
+    assert {f.path.rsplit(f"{MANY}/", 1)[1] for f in picked.manifest.files} == {
+        "pytorch_model.bin",
+        "training_args.bin",
+        "text_encoder/pytorch_model.bin",
+        "unet/diffusion_pytorch_model.bin",
+    }
+    assert picked.manifest.details["selection"]["rule"] == "include"
+
+
+def test_cli_says_what_it_skipped_in_one_line(
+    served: Served, many: dict[str, bytes], tmp_path: Path
+) -> None:
+    from modelhub.cli.output import human_size
+
+    proc = _cli(["pull", MANY_REF, "--json"], {"MODELHUB_PATH": str(tmp_path / "cli")})
+    assert proc.returncode == 0, proc.stderr
+    saved = human_size(sum(len(many[n]) for n in MANY_SKIPPED))
+    [line] = [ln for ln in proc.stderr.splitlines() if "skipped" in ln]
+    assert line.startswith(f"modelhub: note: {MANY_REF}: skipped 8 file(s)")
+    assert f"{saved} not downloaded" in line and "--all-files" in line
+    [doc] = json.loads(proc.stdout)
+    assert doc["details"]["selection"]["skipped"] == MANY_SKIPPED
+
+    proc = _cli(["pull", MANY_REF, "--all-files"], {"MODELHUB_PATH": str(tmp_path / "cli")})
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped" not in proc.stderr
+    assert tree_bytes(Path(proc.stdout.strip())) == many
+
+
+def test_model_set_all_files_and_the_lock_record_the_selection(
+    served: Served, many: dict[str, bytes], tmp_path: Path
+) -> None:
+    from modelhub.lockfile import read_lock
+    from modelhub.sync import sync
+
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    toml = sets / "modelhub.toml"
+    toml.write_text(f'[[model]]\nref = "{MANY_REF}"\n')
+    report = sync(toml, store=modelhub.Store(tmp_path / "default"))
+    assert report.exit_code == 0
+    [entry] = read_lock(report.lock_path).values()
+    locked = {f["path"].rsplit(f"{MANY}/", 1)[1] for f in entry.files}
+    assert locked == set(many) - set(MANY_SKIPPED)
+
+    toml.write_text(f'[[model]]\nref = "{MANY_REF}"\nall_files = true\n')
+    report = sync(toml, store=modelhub.Store(tmp_path / "everything"))
+    assert report.exit_code == 0
+    [entry] = read_lock(report.lock_path).values()
+    assert {f["path"].rsplit(f"{MANY}/", 1)[1] for f in entry.files} == set(many)
+    assert entry.request["all_files"] is True
+
+
+@pytest.mark.parametrize(
+    ("names", "base", "skipped"),
+    [
+        # safetensors at the root: every other format there goes, folders too.
+        (
+            ["model.safetensors", "pytorch_model.bin", "tf_model.h5", "original/x.pth", "a.gguf"],
+            "",
+            ["a.gguf", "original/x.pth", "pytorch_model.bin", "tf_model.h5"],
+        ),
+        # Sharded: the index and shards stay, the .bin shards and their index go.
+        (
+            [
+                "model.safetensors.index.json",
+                "model-00001-of-00002.safetensors",
+                "pytorch_model.bin.index.json",
+                "pytorch_model-00001-of-00002.bin",
+            ],
+            "",
+            ["pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json"],
+        ),
+        # No safetensors: a .bin-only, GGUF-only or ONNX-only repo is taken whole.
+        (["pytorch_model.bin", "config.json"], "", []),
+        (["model.Q4.gguf", "model.Q8.gguf", "README.md"], "", []),
+        (["onnx/model.onnx", "config.json"], "", []),
+        # Folder by folder: unet has safetensors, text_encoder has not.
+        (
+            [
+                "unet/a.safetensors",
+                "unet/diffusion_pytorch_model.bin",
+                "text_encoder/pytorch_model.bin",
+            ],
+            "",
+            ["unet/diffusion_pytorch_model.bin"],
+        ),
+        # A folder reference is judged inside the folder: original/ asked for is kept.
+        (
+            ["model.safetensors", "original/consolidated.00.pth", "original/params.json"],
+            "original/",
+            [],
+        ),
+        # Never skipped: configs, tokenizers, training args, code.
+        (["model.safetensors", "training_args.bin", "tokenizer.model", "modeling_x.py"], "", []),
+    ],
+)
+def test_selection_rule(names: list[str], base: str, skipped: list[str]) -> None:
+    from modelhub.hubs.hf_select import escape, select
+
+    kept, dropped = select(names, base=base)
+    assert dropped == skipped
+    assert sorted(kept) == sorted(set(names) - set(skipped))
+    assert select(names, base=base, rule="all-files") == (sorted(names), [])
+    assert escape("a[1]*?.bin") == "a[[]1][*][?].bin"
+
+
+def test_a_blob_in_the_shared_xet_store_is_recorded_by_its_sha256(served: Served) -> None:
+    """huggingface_hub 2.x with Xet links blobs/<etag> on to <cache>/blobs/<2 hex>/<xet hash>,
+    a 64-hex name that is not the sha256: the name that counts is the ETag, the first hop."""
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(REPO, "model.safetensors", endpoint=served.endpoint, cache_dir=served.cache)
+    data = served.files["model.safetensors"]
+    sha = _sha(data)
+    blob = served.cache / f"models--{REPO.replace('/', '--')}" / "blobs" / sha
+    xet = _sha(b"xet:" + data)
+    shared = served.cache / "blobs" / xet[:2] / xet
+    shared.parent.mkdir(parents=True)
+    blob.rename(shared)
+    blob.symlink_to(os.path.relpath(shared, blob.parent))
+
+    before = served.count()
+    model = modelhub.pull(f"{REF}:model.safetensors")
+    assert served.count() == before  # from the cache
+    [entry] = model.manifest.files
+    assert (entry.sha256, entry.size) == (sha, len(data))
+    assert model.path.read_bytes() == data

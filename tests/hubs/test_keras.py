@@ -90,7 +90,7 @@ def mirror(
     impostor = tmp_path_factory.mktemp("impostor") / MOBILENET_V3_SMALL
     shutil.copyfile(published["top"].path, impostor)
     import_path(seed, impostor, modelhub.parse("keras:MobileNetV3Small"))
-    server = BackgroundMirror(seed.root)
+    server = BackgroundMirror(seed.root, record=True)
     server.start()
     yield server
     server.stop()

@@ -12,12 +12,22 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import modelhub  # noqa: E402
-from modelhub.errors import ArchiveError  # noqa: E402
+from modelhub.errors import (  # noqa: E402
+    ArchiveError,
+    IntegrityError,
+    ModelNotFoundError,
+    UnsupportedError,
+)
 from modelhub.importer import import_path  # noqa: E402
 from modelhub.mirror.app import BackgroundMirror  # noqa: E402
 from modelhub.staging.freeze_tf import CALL_OPS, VARIABLE_OPS  # noqa: E402
 from tests.support.httpserver import HTTPTestServer  # noqa: E402
-from tests.support.tf_models import hostile_targz, make_saved_model, targz  # noqa: E402
+from tests.support.tf_models import (  # noqa: E402
+    hostile_targz,
+    make_saved_model,
+    make_tflite,
+    targz,
+)
 
 HANDLE = "google/tiny-classifier/1"
 KAGGLE = "google/tiny-classifier/tensorFlow2/default/1"
@@ -35,7 +45,7 @@ def served(saved_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import_path(seed, saved_model, modelhub.parse(f"tfhub:{HANDLE}"))
     import_path(seed, saved_model, modelhub.parse(f"kaggle:{KAGGLE}"))
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub-cache"))
-    server = BackgroundMirror(seed.root)
+    server = BackgroundMirror(seed.root, record=True)
     monkeypatch.setenv("MODELHUB_MIRROR", server.start())
     yield server
     server.stop()
@@ -171,3 +181,219 @@ def test_tf1_legacy_saved_model_falls_back(tmp_path: Path) -> None:
     assert inputs == {"x": "x:0"} and outputs == {"y": "y:0"}
     frozen = freeze_saved_model(folder)
     assert frozen.parity["max_abs_diff"] <= 1e-4
+
+
+# --- what tfhub.dev answers today: pages for handles never migrated, other forms ------------
+KAGGLE_PAGE = (
+    b'<!DOCTYPE html>\n<html lang="en"><head><title>Kaggle Models</title></head>'
+    b"<body>Model not found</body></html>\n"
+) * 20
+
+
+def tfjs_files(seed: int = 1) -> dict[str, bytes]:
+    """A TF.js graph model's files: model.json naming two weight shards, and the shards."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    shards = {f"group1-shard{i}of2.bin": rng.randbytes(4000 + i) for i in (1, 2)}
+    model = {
+        "format": "graph-model",
+        "generatedBy": "2.15.0",
+        "convertedBy": "TensorFlow.js Converter v4.17.0",
+        "modelTopology": {"node": [], "library": {}, "versions": {"producer": 1}},
+        "weightsManifest": [
+            {
+                "paths": sorted(shards),
+                "weights": [{"name": "w", "shape": [2001], "dtype": "float32"}],
+            }
+        ],
+    }
+    return {"model.json": json.dumps(model).encode(), **shards}
+
+
+@pytest.fixture(scope="module")
+def tflite_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_tflite(tmp_path_factory.mktemp("tflite") / "m.tflite").read_bytes()
+
+
+def _cache_entries(cache: Path) -> list[Path]:
+    return [p for p in cache.iterdir() if not p.name.endswith(".lock")] if cache.exists() else []
+
+
+def test_handle_never_migrated_is_not_found(
+    tmp_path: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """tfhub.dev redirects such a handle to a Kaggle web page (200): exit 3 naming the handle,
+    one line, nothing kept or extracted."""
+    from modelhub.cli.main import main
+
+    cache = tmp_path / "tfhub-cache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    with HTTPTestServer() as server:
+        server.redirect("/google/old-model/1", "/models/google/old-model?tfhub-redirect=true")
+        server.add("/models/google/old-model", KAGGLE_PAGE, {"Content-Type": "text/html"})
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", server.url)
+        with pytest.raises(ModelNotFoundError) as info:
+            modelhub.pull("tfhub:google/old-model/1")
+        assert info.value.exit_code == 3
+        assert "tfhub:google/old-model/1" in str(info.value) and "\n" not in str(info.value)
+        capsys.readouterr()
+        assert main(["pull", "tfhub:google/old-model/1"]) == 3
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "tfhub:google/old-model/1" in err
+        assert "Traceback" not in err
+        assert [r.path for r in server.requests][:2] == [
+            "/google/old-model/1?tf-hub-format=compressed",
+            "/models/google/old-model?tfhub-redirect=true",
+        ]
+    assert not _cache_entries(cache)
+    assert not [p for p in store_root.rglob("*") if p.is_file() and "locks" not in p.parts]
+
+
+def test_only_gzip_or_tar_bodies_are_extracted(
+    saved_model: Path, tmp_path: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tar.bz2 (or anything but gzip / plain tar) is refused before extraction; a plain tar
+    is accepted."""
+    import io
+    import tarfile
+
+    def tar(mode: str) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as archive:
+            for item in sorted(saved_model.rglob("*")):
+                archive.add(
+                    str(item), arcname=item.relative_to(saved_model).as_posix(), recursive=False
+                )
+        return buf.getvalue()
+
+    cache = tmp_path / "tfhub-cache"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    with HTTPTestServer({"/x/bz/1": tar("w:bz2"), "/x/plain/1": tar("w")}) as server:
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", server.url)
+        with pytest.raises(ArchiveError, match=r"neither a tar\.gz nor a tar") as info:
+            modelhub.pull("tfhub:x/bz/1", stage="none")
+        assert info.value.exit_code == 5
+        assert not _cache_entries(cache)
+        assert modelhub.Store().manifest(modelhub.parse("tfhub:x/bz/1")) is None
+        plain = modelhub.pull("tfhub:x/plain/1", stage="none")
+    assert (Path(plain.manifest.sdk_cache) / "saved_model.pb").is_file()
+
+
+def test_tflite_handle_fetches_the_file_and_validates_it(
+    tflite_model: bytes, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = "google/lite-model/tiny/1"
+    with HTTPTestServer({f"/{handle}": tflite_model}) as server:
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", server.url)
+        model = modelhub.pull(f"tfhub:{handle}")
+        assert [r.path for r in server.requests] == [f"/{handle}?lite-format=tflite"]
+    folder = store_root / "tensorflow" / "tfhub" / handle
+    assert model.path == folder / "model.tflite"
+    assert model.path.read_bytes() == tflite_model
+    m = model.manifest
+    assert [f.path for f in m.files] == [f"tensorflow/tfhub/{handle}/model.tflite"]
+    assert m.details["form"] == "tflite" and m.sdk_cache is None
+    (staged,) = m.staged
+    assert staged.format == "tflite" and staged.path == m.files[0].path
+    assert staged.inputs == ["serving_default_x:0"] and len(staged.outputs) == 1
+    assert staged.details["io_ports"]["inputs"] == [
+        {"name": "serving_default_x:0", "shape": [1, 4], "type": "float32"}
+    ]
+    assert staged.details["signatures"]["serving_default"] == {"inputs": ["x"], "outputs": ["y"]}
+    assert staged.details["interpreter"] in ("ai_edge_litert", "tf.lite")
+    assert modelhub.path(f"tfhub:{handle}") == model.path
+    with pytest.raises(UnsupportedError, match="cannot be frozen to pb"):
+        modelhub.pull(f"tfhub:{handle}", stage="pb")
+
+
+def test_kaggle_tflite_handle_and_bad_tflite_bodies(
+    tflite_model: bytes, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kaggle-shaped handle whose framework is tfLite (tfhub.dev's redirect target); a web
+    page is not found (3), bytes that are no TFLite model are refused (5), nothing kept."""
+    kaggle = "google/yamnet/tfLite/classification-tflite/1"
+    files = {
+        f"/models/{kaggle}": tflite_model,
+        "/models/google/gone/tfLite/default/1": KAGGLE_PAGE,
+        "/models/google/junk/tfLite/default/1": b"\x00" * 64,
+    }
+    with HTTPTestServer(files) as server:
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", f"{server.url}/models")
+        model = modelhub.pull(f"tfhub:{kaggle}")
+        with pytest.raises(ModelNotFoundError) as missing:
+            modelhub.pull("tfhub:google/gone/tfLite/default/1")
+        with pytest.raises(IntegrityError, match="not a TFLite model") as junk:
+            modelhub.pull("tfhub:google/junk/tfLite/default/1")
+        assert [r.path for r in server.requests] == [
+            f"/models/{kaggle}?lite-format=tflite",
+            "/models/google/gone/tfLite/default/1?lite-format=tflite",
+            "/models/google/junk/tfLite/default/1?lite-format=tflite",
+        ]
+    assert model.manifest.staged[0].format == "tflite"
+    assert missing.value.exit_code == 3 and junk.value.exit_code == 5
+    kept = [p for p in store_root.rglob("*") if p.is_file() and "locks" not in p.parts]
+    assert not [p for p in kept if "gone" in p.parts or "junk" in p.parts]
+
+
+def test_tfjs_handle_fetches_model_json_and_its_shards(
+    store_root: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from modelhub.cli.main import main
+
+    handle = "mediapipe/tfjs-model/tiny/full/1"
+    files = tfjs_files()
+    with HTTPTestServer({f"/{handle}/{name}": data for name, data in files.items()}) as server:
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", server.url)
+        model = modelhub.pull(f"tfhub:{handle}")
+        assert [r.path for r in server.requests] == [
+            f"/{handle}/model.json?tfjs-format=file",
+            f"/{handle}/group1-shard1of2.bin?tfjs-format=file",
+            f"/{handle}/group1-shard2of2.bin?tfjs-format=file",
+        ]
+    folder = store_root / "tensorflow" / "tfhub" / handle
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    m = model.manifest
+    assert m.staged == [] and m.details["form"] == "tfjs"
+    assert "files only" in m.details["note"]
+    assert model.path == folder
+    capsys.readouterr()
+    assert main(["info", f"tfhub:{handle}", "--json"]) == 0
+    assert "files only" in capsys.readouterr().out
+
+
+def test_tfjs_model_json_naming_unsafe_paths_is_refused(
+    store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    handle = "evil/tfjs-model/x/1"
+    doc = {"format": "graph-model", "weightsManifest": [{"paths": ["../../escape.bin"]}]}
+    with HTTPTestServer({f"/{handle}/model.json": json.dumps(doc).encode()}) as server:
+        monkeypatch.setenv("MODELHUB_TFHUB_URL", server.url)
+        with pytest.raises(IntegrityError, match="unsafe weights path") as info:
+            modelhub.pull(f"tfhub:{handle}")
+        assert len(server.requests) == 1
+    assert info.value.exit_code == 5
+    assert not [p for p in store_root.rglob("*") if p.is_file() and "locks" not in p.parts]
+    assert not (store_root.parent / "escape.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("handle", "form"),
+    [
+        ("google/imagenet/mobilenet_v2_100_224/classification/5", "savedmodel"),
+        ("tensorflow/lite-model/mobilenet_v2_1.0_224/1/default/1", "tflite"),
+        ("google/lite-model/aiy/vision/classifier/birds_V1/3", "tflite"),
+        ("mediapipe/tfjs-model/face_detection/full/1", "tfjs"),
+        ("google/yamnet/tfLite/classification-tflite/1", "tflite"),
+        ("mediapipe/face-detection/tfJs/full/1", "tfjs"),
+        ("google/yamnet/frameworks/tfLite/variations/classification-tflite/versions/1", "tflite"),
+        ("google/yamnet/TensorFlow2/yamnet/1", "savedmodel"),
+    ],
+)
+def test_handle_forms(handle: str, form: str) -> None:
+    from modelhub.hubs.tfhub import handle_form
+
+    assert handle_form(handle) == form

@@ -133,95 +133,210 @@ def test_pickle_with_code_is_refused(
     assert not (store_root / "pytorch" / f"{EVIL_NAME}.onnx").exists()
 
 
-def test_untrusted_hub_repo_never_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UntrustedCodeError, match="--trust") as info:
-        modelhub.pull("torch:someone/somerepo/entry")
-    assert info.value.exit_code == 4
-
-
-def test_missing_prefix_is_an_integrity_error() -> None:
-    from modelhub.hubs.torch_hub import hash_prefix
-
-    assert hash_prefix("resnet18-f37072fd.pth") == "f37072fd"
-    for bad in ("resnet18.pth", "resnet18-abc.pth", "model-XYZ12345.pth"):
-        with pytest.raises(IntegrityError):
-            hash_prefix(bad)
-
-
-HUBCONF = '''
-import torch
-from torch import nn
-
-dependencies = ["torch"]
-
-
-def tiny(pretrained=False, **kwargs):
-    """A small conv net with seeded weights."""
-    torch.manual_seed(7)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 5))
-'''
-
-
-def _zipball(tmp_path: Path, hubconf: str) -> bytes:
-    import zipfile
-
-    path = tmp_path / "repo.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("someone-tinyrepo-abc1234/hubconf.py", hubconf)
-        zf.writestr("someone-tinyrepo-abc1234/README.md", "tiny")
-    return path.read_bytes()
-
-
-def test_trusted_hub_repo_pulls_stages_and_reuses(
-    tmp_path: Path, torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = _zipball(tmp_path, HUBCONF)
-    with HTTPTestServer({"/someone/tinyrepo/zipball/main": data}) as server:
-        monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
-        monkeypatch.setenv("MODELHUB_TRUSTED_REPOS", "other/repo, someone/tinyrepo")
-        model = modelhub.pull("torch:someone/tinyrepo/tiny", options={"input_shape": "1,3,16,16"})
-    repo_dir = torch_home / "hub" / "someone_tinyrepo_main"
-    assert (repo_dir / "hubconf.py").read_text() == HUBCONF
-    assert model.manifest.sdk_cache == str(repo_dir)
-    assert model.manifest.files[0].path == "pytorch/hub/someone/tinyrepo/tiny/tinyrepo-main.zip"
-    staged = model.manifest.staged[0]
-    assert model.path == store_root / "pytorch/hub/someone/tinyrepo/tiny.onnx"
-    assert staged.parity["max_abs_diff"] <= 1e-4
-    assert staged.details["input_shape"] == [1, 3, 16, 16]
-    # torch.hub itself reuses the extracted repository with no network.
-    net = torch.hub.load(str(repo_dir), "tiny", source="local")
-    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 5)
-
-
 def test_untrusted_hub_repo_makes_no_request_and_runs_nothing(
     tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Trust is decided before any request (the default-branch probe included)."""
+    import zipfile
+
     marker = tmp_path / "hubconf-ran"
-    evil = f"open({str(marker)!r}, 'w').write('ran')\n" + HUBCONF
-    with HTTPTestServer({"/someone/tinyrepo/zipball/main": _zipball(tmp_path, evil)}) as server:
+    path = tmp_path / "repo.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("someone-tinyrepo-abc1234/", b"")
+        zf.writestr("someone-tinyrepo-abc1234/hubconf.py", f"open({str(marker)!r}, 'w')\n")
+    files = {
+        "/someone/tinyrepo/zipball/main": path.read_bytes(),
+        "/someone/tinyrepo/tree/main/": b"",
+    }
+    with HTTPTestServer(files) as server:
         monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
-        with pytest.raises(UntrustedCodeError):
+        with pytest.raises(UntrustedCodeError, match="--trust") as info:
             modelhub.pull("torch:someone/tinyrepo/tiny")
         assert server.requests == []
+    assert info.value.exit_code == 4
     assert not marker.exists()
     assert not (torch_home / "hub" / "someone_tinyrepo_main").exists()
 
 
-def test_hostile_zipball_is_refused(
-    tmp_path: Path, torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+def test_hash_prefix_is_torchs_rule() -> None:
+    """torch.hub's ``-([a-f0-9]*)\\.`` searched in the name; no match (or an empty one): no
+    published hash."""
+    from modelhub.frameworks.torch_env import hash_prefix
+
+    assert hash_prefix("resnet18-f37072fd.pth") == "f37072fd"
+    assert hash_prefix("shufflenetv2_x1-5666bf0f80.pth") == "5666bf0f80"
+    assert hash_prefix("mnasnet0.5_top1_67.823-3ffadce67e.pth") == "3ffadce67e"
+    assert hash_prefix("resnet18-abc.pth") == "abc"  # torch checks these 3 digits
+    assert hash_prefix("a-abc.b-0123abcd.pth") == "abc"  # the first match, as torch
+    for unpublished in (
+        "mobilenet_v2_qnnpack_37f702c5.pth",
+        "resnet18_fbgemm_16fa66dd.pth",
+        "resnet18.pth",
+        "model-XYZ12345.pth",
+        "model-.pth",
+    ):
+        assert hash_prefix(unpublished) is None, unpublished
+
+
+@pytest.mark.parametrize(
+    ("ref", "path"),
+    [
+        ("torch:quantized_mobilenet_v2", "/models/quantized/mobilenet_v2_qnnpack_37f702c5.pth"),
+        ("torch:quantized_resnet18", "/models/quantized/resnet18_fbgemm_16fa66dd.pth"),
+        (
+            "torch:quantized_resnet50@IMAGENET1K_FBGEMM_V1",
+            "/models/quantized/resnet50_fbgemm_bf931d71.pth",
+        ),
+    ],
+)
+def test_real_quantized_weights_resolve_without_a_published_hash(
+    ref: str, path: str, torch_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import zipfile
+    monkeypatch.setenv("MODELHUB_TORCH_URL", "http://mirror.invalid/torch")
+    plan = TorchHub().resolve(modelhub.parse(ref))
+    assert plan.files[0].url == f"http://mirror.invalid/torch{path}"
+    assert plan.files[0].rel == f"pytorch/{Path(path).name}"
+    assert plan.details["sha256_prefix"] is None
 
-    from modelhub.errors import ArchiveError
 
-    path = tmp_path / "evil.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("top/hubconf.py", HUBCONF)
-        zf.writestr("top/../../escaped.py", "x = 1")
-    with HTTPTestServer({"/someone/tinyrepo/zipball/main": path.read_bytes()}) as server:
+def _register_unhashed() -> tuple[str, bytes, str]:
+    """A torchvision-registered net whose weights file is named like the quantized ones
+    (``_<hex>.pth``, no ``-<hex>.``): torch checks no hash for it."""
+    import hashlib
+    from functools import partial
+
+    from torchvision.models._api import Weights, WeightsEnum, register_model
+    from torchvision.transforms._presets import ImageClassification
+
+    from tests.support import torchvision_models as tvmodels
+
+    name = "modelhub_unhashednet"
+    torch.manual_seed(99)
+    net_class = tvmodels._net()
+    buf = io.BytesIO()
+    torch.save(net_class(10).state_dict(), buf)
+    data = buf.getvalue()
+    filename = f"{name}_fbgemm_{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    if name not in tvm.list_models():
+        weights = Weights(
+            url=f"https://download.pytorch.org/models/quantized/{filename}",
+            transforms=partial(ImageClassification, crop_size=32, resize_size=36),
+            meta={"categories": tvmodels.CATEGORIES},
+        )
+        enum = WeightsEnum(f"{name}_Weights", [("IMAGENET1K_V1", weights), ("DEFAULT", weights)])
+
+        def builder(*, weights: object = None, progress: bool = True, **kwargs: object) -> object:
+            weights = enum.verify(weights)
+            net = net_class(10)
+            if weights is not None:
+                net.load_state_dict(weights.get_state_dict(progress=progress, check_hash=True))
+            return net
+
+        builder.__annotations__["weights"] = enum | None
+        register_model(name=name)(builder)
+    return name, data, filename
+
+
+def test_weights_without_a_published_hash_are_accepted_and_recorded(
+    torch_home: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, data, filename = _register_unhashed()
+    with HTTPTestServer({f"/models/quantized/{filename}": data}) as server:
+        monkeypatch.setenv("MODELHUB_TORCH_URL", server.url)
+        model = modelhub.pull(f"torch:{name}")
+    import hashlib
+
+    assert model.manifest.files[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert model.manifest.details["sha256_prefix"] is None
+    assert (torch_home / "hub" / "checkpoints" / filename).read_bytes() == data
+    assert model.manifest.staged[0].parity["max_abs_diff"] <= 1e-4
+    # modelhub.lock pins what no file name does.
+    hub = TorchHub()
+    files = [{"path": f.path, "sha256": f.sha256} for f in model.manifest.files]
+    assert hub.lock_pin(files) == model.manifest.files[0].sha256
+    assert hub.lock_pin([{"path": "pytorch/resnet18-f37072fd.pth", "sha256": "0" * 64}]) is None
+
+
+def test_pinned_sha256_decides_for_unhashed_weights(
+    torch_home: Path, store_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``sync --locked`` does for a file whose name publishes no hash: the pin decides."""
+    import hashlib
+
+    name, data, filename = _register_unhashed()
+    with HTTPTestServer({f"/models/quantized/{filename}": data}) as server:
+        monkeypatch.setenv("MODELHUB_TORCH_URL", server.url)
+        with pytest.raises(HashMismatchError, match="does not match the expected"):
+            modelhub.pull(f"torch:{name}", stage="none", sha256="0" * 64)
+        assert not (store_root / "pytorch" / filename).exists()
+        assert not (torch_home / "hub" / "checkpoints" / filename).exists()
+        pinned = hashlib.sha256(data).hexdigest()
+        model = modelhub.pull(f"torch:{name}", stage="none", sha256=pinned)
+    assert model.manifest.files[0].sha256 == pinned
+
+
+def test_torchs_downloaded_weights_are_used_with_no_request(
+    weights_server, torch_home: Path, store_root: Path
+) -> None:
+    """torchvision fills $TORCH_HOME/hub/checkpoints; modelhub then asks nothing."""
+    server, tiny = weights_server
+    cached = torch_home / "hub" / "checkpoints" / tiny.filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(tiny.data)
+    model = modelhub.pull(f"torch:{NAME}", stage="none")
+    assert server.requests == []
+    assert model.manifest.details["cache_hit"] is True
+    assert (store_root / "pytorch" / tiny.filename).read_bytes() == tiny.data
+
+
+def test_mirror_serves_torch_weights_and_the_github_stand_in(
+    tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror answers what torch.hub asks of download.pytorch.org, github.com and
+    api.github.com, from a store that pulled the models."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from modelhub.mirror import running
+    from tests.hubs.test_torch_hub import COMMIT, FakeGitHub, make_zipball
+
+    name, data, filename = _register_unhashed()
+    zipball = make_zipball("someone", "tinyrepo", {"hubconf.py": "dependencies = []\n"})
+    seed = modelhub.Store(tmp_path / "seed")
+    with HTTPTestServer({f"/models/quantized/{filename}": data}) as server:
+        hub = FakeGitHub(server, "someone", "tinyrepo")
+        hub.add_ref("main", zipball)
+        hub.add_ref("v2", zipball, kind="tag", commit="1" * 40)
+        monkeypatch.setenv("MODELHUB_TORCH_URL", server.url)
         monkeypatch.setenv("MODELHUB_GITHUB_URL", server.url)
-        with pytest.raises(ArchiveError, match="outside"):
-            modelhub.pull("torch:someone/tinyrepo/tiny", options={"trust": True})
-    assert not list(tmp_path.rglob("escaped.py"))
-    assert not (torch_home / "hub" / "someone_tinyrepo_main").exists()
+        monkeypatch.setenv("MODELHUB_GITHUB_API_URL", hub.api)
+        modelhub.pull(f"torch:{name}", stage="none", store=seed)
+        for ref in ("torch:someone/tinyrepo/entry", "torch:someone/tinyrepo:v2/entry"):
+            modelhub.pull(ref, stage="none", store=seed, options={"trust": True})
+
+    def get(url: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    with running(seed.root) as url:
+        assert get(f"{url}/torch/models/quantized/{filename}") == (200, data)
+        assert get(f"{url}/torch/models/{filename}") == (200, data)
+        assert get(f"{url}/torch/models/other/{filename}")[0] == 404
+        assert get(f"{url}/torch/github/someone/tinyrepo/tree/main/")[0] == 200
+        assert get(f"{url}/torch/github/someone/tinyrepo/tree/master/")[0] == 404
+        assert get(f"{url}/torch/github/someone/tinyrepo/zipball/main") == (200, zipball)
+        assert get(f"{url}/torch/github/someone/tinyrepo/zipball/{COMMIT}") == (200, zipball)
+        api = f"{url}/torch/github-api/repos/someone/tinyrepo"
+        status, body = get(f"{api}/branches?per_page=100&page=1")
+        assert status == 200
+        assert json.loads(body) == [{"name": "main", "commit": {"sha": COMMIT}}]
+        assert json.loads(get(f"{api}/branches?per_page=100&page=2")[1]) == []
+        assert json.loads(get(f"{api}/tags?per_page=1&page=1")[1]) == [
+            {"name": "v2", "commit": {"sha": COMMIT}}  # the commit its zipball records
+        ]
+        assert json.loads(get(f"{api}/tags?per_page=1&page=2")[1]) == []
+        assert get(f"{url}/torch/github-api/repos/nobody/nothing/branches?page=1")[0] == 404

@@ -180,3 +180,63 @@ def test_import_while_serving_appears(
     folder = Path(snapshot_download("late/arrival", endpoint=ep, cache_dir=tmp_path / "f"))
     assert _tree(folder) == hf_files
     assert os.path.isdir(folder)
+
+
+def test_a_legacy_id_is_served_under_both_ids(store_root: Path, tmp_path: Path) -> None:
+    """A store pulled from the Hub holds hf:gpt2 recorded as openai-community/gpt2: the mirror
+    answers both, with the Hub's id in the model info, as the Hub does."""
+    import dataclasses
+
+    from huggingface_hub import HfApi, snapshot_download
+
+    from modelhub.importer import import_path
+    from modelhub.mirror import running
+    from modelhub.refs import parse
+    from modelhub.store import Store
+    from tests.support.mirror_fixtures import make_hf_snapshot
+
+    files = make_hf_snapshot(tmp_path / "src", seed=4)
+    store = Store(store_root)
+    ref = parse("hf:gpt2")
+    manifest = import_path(store, tmp_path / "src", ref)
+    details = {**manifest.details, "repo_id": "openai-community/gpt2"}
+    store.write_manifest(dataclasses.replace(manifest, details=details), ref)
+    with running(store.root) as url:
+        ep = f"{url}/hf"
+        for repo in ("gpt2", "openai-community/gpt2"):
+            info = HfApi(endpoint=ep).model_info(repo)
+            assert (info.id, info.sha) == ("openai-community/gpt2", manifest.revision)
+            folder = snapshot_download(repo, endpoint=ep, cache_dir=tmp_path / repo)
+            assert _tree(Path(folder)) == files
+        assert (
+            urllib.request.urlopen(f"{ep}/gpt2/resolve/main/config.json").read()
+            == (files["config.json"])
+        )
+
+
+def test_file_and_folder_references_serve_their_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files pulled one by one (hf:ORG/NAME:PATH) are served as their commit of the repo."""
+    from huggingface_hub import snapshot_download
+
+    import modelhub
+    from modelhub.importer import import_path
+    from modelhub.mirror import running
+    from modelhub.refs import parse
+    from modelhub.store import Store
+    from tests.support.mirror_fixtures import make_hf_snapshot
+
+    files = make_hf_snapshot(tmp_path / "src", seed=5)
+    upstream = Store(tmp_path / "upstream")
+    commit = import_path(upstream, tmp_path / "src", parse(f"hf:{REPO}")).revision
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    local = Store(tmp_path / "local")
+    with running(upstream.root) as url:
+        monkeypatch.setenv("MODELHUB_HF_URL", f"{url}/hf")
+        modelhub.pull(f"hf:{REPO}:config.json", store=local)
+        modelhub.pull(f"hf:{REPO}:sub/", store=local)
+    with running(local.root) as url:
+        folder = Path(snapshot_download(REPO, endpoint=f"{url}/hf", cache_dir=tmp_path / "c"))
+    assert folder.name == commit
+    assert _tree(folder) == {n: files[n] for n in ("config.json", "sub/dir/readme.txt")}

@@ -184,3 +184,90 @@ def test_client_leaving_early_still_completes_the_cache(store: Store, tmp_path: 
         == (folder / "variables" / "variables.data-00000-of-00001").read_bytes()
     )
     assert not list(cache.glob("*.tmp"))
+
+
+# --- the other forms tfhub.dev served: TFLite files and TF.js models -------------------------
+LITE = "test/lite-model/tiny/1"
+TFJS = "test/tfjs-model/tiny/1"
+
+
+def _tfjs_folder(folder: Path) -> dict[str, bytes]:
+    import json
+
+    shards = {"group1-shard1of2.bin": os.urandom(3000), "group1-shard2of2.bin": os.urandom(1000)}
+    doc = {"format": "graph-model", "weightsManifest": [{"paths": sorted(shards), "weights": []}]}
+    files = {"model.json": json.dumps(doc).encode(), **shards}
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_tflite_and_tfjs_forms_are_served(store: Store, tmp_path: Path) -> None:
+    lite = tmp_path / "tiny.tflite"
+    lite.write_bytes(b"\x1c\x00\x00\x00TFL3" + os.urandom(500))
+    do_import(store, lite, f"tfhub:{LITE}")
+    files = _tfjs_folder(tmp_path / "tfjs")
+    do_import(store, tmp_path / "tfjs", f"tfhub:{TFJS}")
+    with running(store.root) as url:
+        status, headers, body = raw_request(url, f"/tfhub/{LITE}?lite-format=tflite")
+        assert status == 200 and body == lite.read_bytes()
+        assert headers["content-length"] == str(len(body))
+        status, _, part = raw_request(
+            url, f"/tfhub/{LITE}?lite-format=tflite", headers={"Range": "bytes=4-7"}
+        )
+        assert status == 206 and part == b"TFL3"
+        for name, data in files.items():
+            status, _, body = raw_request(url, f"/tfhub/{TFJS}/{name}?tfjs-format=file")
+            assert status == 200 and body == data, name
+        # What a browser gets names the form and how to download it.
+        status, _, text = raw_request(url, f"/tfhub/{LITE}")
+        assert status == 200 and b"TFLite" in text and b"?lite-format=tflite" in text
+        status, _, text = raw_request(url, f"/tfhub/{TFJS}")
+        assert status == 200 and b"TF.js" in text and b"model.json?tfjs-format=file" in text
+        # Not served: a TFLite file of a SavedModel, files a model does not hold, other formats.
+        assert raw_request(url, f"/tfhub/{HANDLE_OF_NONE}?lite-format=tflite")[0] == 404
+        assert raw_request(url, f"/tfhub/{TFJS}/missing.bin?tfjs-format=file")[0] == 404
+        assert raw_request(url, f"/tfhub/{TFJS}/model.json?tfjs-format=other")[0] == 404
+        assert raw_request(url, f"/tfhub/{TFJS}/model.json?tf-hub-format=compressed")[0] == 404
+        # As tfhub.dev's redirect leaves it (tfjs-format kept, tfhub-redirect added).
+        redirected = f"/tfhub/{TFJS}/model.json?tfjs-format=file&tfhub-redirect=true"
+        assert raw_request(url, redirected)[2] == files["model.json"]
+        assert raw_request(url, f"/tfhub/{TFJS}?lite-format=tflite")[0] == 404
+
+
+HANDLE_OF_NONE = "test/none/1"
+
+
+def test_modelhub_pulls_tflite_and_tfjs_through_the_mirror(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real TFLite model and a TF.js model pulled from the mirror into a fresh store: the
+    requests are the ones upstream answered, the files identical, the TFLite one validated."""
+    pytest.importorskip("tensorflow")
+    from modelhub import pull
+    from modelhub.mirror.app import BackgroundMirror
+    from tests.support.tf_models import make_tflite
+
+    lite = make_tflite(tmp_path / "tiny.tflite")
+    do_import(store, lite, f"tfhub:{LITE}")
+    files = _tfjs_folder(tmp_path / "tfjs")
+    do_import(store, tmp_path / "tfjs", f"tfhub:{TFJS}")
+    fresh = Store(tmp_path / "fresh")
+    server = BackgroundMirror(store.root, record=True)
+    monkeypatch.setenv("MODELHUB_MIRROR", server.start())
+    try:
+        tflite = pull(f"tfhub:{LITE}", store=fresh)
+        tfjs = pull(f"tfhub:{TFJS}", store=fresh)
+        seen = list(server.requests)
+    finally:
+        server.stop()
+    assert seen == [
+        ("GET", f"/tfhub/{LITE}?lite-format=tflite"),
+        ("GET", f"/tfhub/{TFJS}/model.json?tfjs-format=file"),
+        ("GET", f"/tfhub/{TFJS}/group1-shard1of2.bin?tfjs-format=file"),
+        ("GET", f"/tfhub/{TFJS}/group1-shard2of2.bin?tfjs-format=file"),
+    ]
+    assert tflite.path.read_bytes() == lite.read_bytes()
+    assert tflite.manifest.staged[0].format == "tflite"
+    assert {p.name: p.read_bytes() for p in tfjs.path.iterdir()} == files

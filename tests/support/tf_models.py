@@ -1,4 +1,4 @@
-"""Tiny real SavedModels built with TensorFlow, and archives of them."""
+"""Tiny real SavedModels and TFLite models built with TensorFlow, and archives of them."""
 
 from __future__ import annotations
 
@@ -29,6 +29,28 @@ def make_saved_model(path: Path, seed: int = 1) -> Path:
 
     module = Tiny()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def make_tflite(path: Path, seed: int = 1) -> Path:
+    """A real TFLite flatbuffer (y = relu(x @ W), x: [1, 4]) converted by TensorFlow."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(tf.random.stateless_normal([4, 3], seed=[seed, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x")])
+        def __call__(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": tf.nn.relu(tf.matmul(x, self.w))}
+
+    module = Tiny()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.__call__.get_concrete_function()], module
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
     return path
 
 

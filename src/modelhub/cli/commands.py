@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_INTEGRITY, EXIT_OK, exit_code_for
+from ..errors import EXIT_INTEGRITY, EXIT_OK
 from ..store import Manifest, Store
-from .main import report
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-def human_size(n: int) -> str:
-    """Bytes as a short human string (1024-based)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+from .output import err as _err
+from .output import human_size, note, report
+from .output import out as _out
 
 
 def _manifest_doc(store: Store, manifest: Manifest) -> dict[str, Any]:
@@ -55,7 +37,45 @@ def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
         options["alpha"] = args.alpha
     if args.trust:
         options["trust"] = True
+    if args.all_files:
+        options["all_files"] = True
+    if args.hub_arg:
+        options["hub_args"] = parse_hub_args(args.hub_arg)
     return options
+
+
+def parse_hub_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as keyword arguments: each VALUE a JSON literal (``true``, ``3``,
+    ``"x"``, ``[1, 2]``), else the text as it is. Raises UsageError for a malformed pair."""
+    from ..errors import UsageError
+
+    found: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--hub-arg {item!r} is not KEY=VALUE with KEY a Python name")
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+def _skipped_note(selection: object) -> str | None:
+    """One line on what a pull's file selection (manifest ``selection``) left out, or None."""
+    if not isinstance(selection, dict):
+        return None
+    skipped = selection.get("skipped")
+    if not isinstance(skipped, list) or not skipped:
+        return None
+    size = selection.get("skipped_bytes")
+    names = ", ".join(str(n) for n in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    saved = f"{human_size(size)} " if isinstance(size, int) and size > 0 else ""
+    return (
+        f"skipped {len(skipped)} file(s) in weight formats from_pretrained does not read "
+        f"({names}): {saved}not downloaded; --all-files fetches them"
+    )
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -108,9 +128,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
             docs.append(_manifest_doc(store, result.manifest))
         else:
             _out(str(result.path))
-        note = result.manifest.details.get("note")
-        if note and not result.manifest.staged:
-            _err(f"modelhub: note: {result.ref}: {note}")
+        notes = [s.details.get("note") for s in result.manifest.staged]  # e.g. untrained
+        if not result.manifest.staged:
+            notes.append(result.manifest.details.get("note"))
+        for text in filter(None, notes):
+            note(result.ref, str(text))
+        skipped = _skipped_note(result.manifest.details.get("selection"))
+        if skipped:
+            note(result.ref, skipped)
     if args.json:
         _out(json.dumps(docs, indent=2, sort_keys=True))
     if code and len(refs) > 1:
@@ -158,6 +183,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"  {s.path}  [{s.format}]  inputs={','.join(s.inputs)}  "
                 f"outputs={','.join(s.outputs)}  parity={parity}"
             )
+            if s.fixture:
+                lines.append(f"    fixture: {s.fixture['path']}  sha256:{s.fixture['sha256']}")
+            for importer, result in sorted(s.imports.items()):
+                verdict = "ok" if result.get("ok") else f"FAILED: {result.get('error')}"
+                lines.append(
+                    f"    import {importer} {result.get('version', '')}: {verdict}  "
+                    f"max |diff| {result.get('max_abs_diff')}"
+                )
     _out("\n".join(lines))
     return EXIT_OK
 
@@ -308,4 +341,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["exit_code_for"]
+__all__ = ["cmd_import", "cmd_info", "cmd_list", "cmd_path", "cmd_pull", "cmd_serve"]

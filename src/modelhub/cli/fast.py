@@ -15,9 +15,10 @@ def fast_path(argv: Sequence[str]) -> int | None:
     """Print the primary path and return 0, or return None to let the full CLI answer."""
     if len(argv) != 2 or argv[0] not in ("path", "pull") or argv[1].startswith("-"):
         return None
+    from ..config import store_root
     from ..errors import ModelhubError
     from ..refs import parse
-    from ..store.lookup import auto_satisfied, doc_primary, read_doc, store_root
+    from ..store.lookup import auto_satisfied, doc_primary, read_doc
 
     try:
         ref = parse(argv[1])

@@ -6,28 +6,29 @@ line on stderr (a traceback only with ``MODELHUB_DEBUG=1``) and the contract's e
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .. import config
 from .._frameworks import leaving, own_process
-from ..errors import EXIT_ERROR, EXIT_USAGE, ModelhubError, exit_code_for
+from ..errors import EXIT_USAGE, ModelhubError
+from .output import PROG, report
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
 if TYPE_CHECKING:  # argparse is imported only when needed: a cache hit skips it
     import argparse
 
-PROG = "modelhub"
-
 
 def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..config import STAGES
+
     p = sub.add_parser("pull", help="download (and stage) models into the store")
     p.add_argument("refs", nargs="+", metavar="REF", help="model references, e.g. onnx:mnist")
     p.add_argument(
         "--stage",
         default="auto",
-        choices=["auto", "none", "onnx", "pb", "h5", "keras", "savedmodel"],
+        choices=list(STAGES),
         help="import-ready form to produce (default: the hub's own default)",
     )
     p.add_argument("--storage", default="uncompressed", choices=["compressed", "uncompressed"])
@@ -63,6 +64,19 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trust", action="store_true", help="allow running a torch.hub repository's hubconf.py"
     )
     p.add_argument("--remote", metavar="URL", help="shared s3:// store (default: $MODELHUB_REMOTE)")
+    p.add_argument(
+        "--all-files",
+        action="store_true",
+        help="every file of the repository, not only what from_pretrained reads (hf:)",
+    )
+    p.add_argument(
+        "--hub-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for a torch.hub entrypoint, VALUE a JSON literal "
+        "(repeatable; e.g. --hub-arg pretrained=true)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
 
-    from . import manage
+    from . import check, manage
 
     manage.add_parsers(sub)
+    check.add_parsers(sub)
     return parser
 
 
@@ -136,13 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     parser = build_parser()
     args = parser.parse_args(args_list)
+    saved = config.overrides()
     if args.quiet:
-        os.environ["MODELHUB_QUIET"] = "1"
-    from . import commands, manage
+        config.override(quiet=True)
+    from . import check, commands, manage
 
     name = f"cmd_{args.command}"
-    handler: Callable[[argparse.Namespace], int] = getattr(commands, name, None) or getattr(
-        manage, name
+    handler: Callable[[argparse.Namespace], int] = next(
+        getattr(module, name) for module in (commands, manage, check) if hasattr(module, name)
     )
     try:
         return handler(args)
@@ -154,22 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected environment: still one line
         return report(exc)
     finally:
+        # A caller's in-process call leaves the process's settings as they were.
+        config.clear_overrides()
+        config.override(**saved)
         if argv is None:
             leaving()
-
-
-def report(exc: BaseException) -> int:
-    """Print ``exc`` as one line on stderr (traceback with MODELHUB_DEBUG=1); return its code."""
-    if os.environ.get("MODELHUB_DEBUG", "").strip() in ("1", "true", "yes"):
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, ModelhubError):
-        message = f"{type(exc).__name__}: {message} (MODELHUB_DEBUG=1 shows the traceback)"
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    code = exit_code_for(exc)
-    return code if code else EXIT_ERROR
 
 
 __all__ = ["EXIT_USAGE", "build_parser", "main", "report"]

@@ -9,15 +9,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..config import override
 from ..errors import EXIT_OK
-from .commands import _err, _out, human_size
+from .output import err as _err
+from .output import human_size, one_line, quiet, table
+from .output import out as _out
 
 if TYPE_CHECKING:
     from ..outdated import UpstreamStatus
-    from ..store.usage import GcPlan
+    from ..store.gc import GcPlan
     from ..sync import SyncEvent, SyncReport, SyncResult
 
 
@@ -67,33 +69,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("refs", nargs="*", metavar="REF", help="default: every model in the store")
     p.add_argument("--jobs", "-j", type=int, default=0, help="hubs asked in parallel")
     p.add_argument("--json", action="store_true")
-
-
-def _quiet() -> bool:
-    return os.environ.get("MODELHUB_QUIET", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _one_line(exc: BaseException) -> str:
-    if os.environ.get("MODELHUB_DEBUG", "").strip() in ("1", "true", "yes"):
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    from ..errors import ModelhubError
-
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    return message if isinstance(exc, ModelhubError) else f"{type(exc).__name__}: {message}"
-
-
-def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # --- sync ---------------------------------------------------------------------------------------
@@ -192,7 +167,7 @@ class _Progress:
         width = len(str(event.total))
         head = f"[{self.done:>{width}}/{event.total}] {result.status:<6} {result.spec.name}"
         if result.failed and result.error is not None:
-            return f"{head}: {_one_line(result.error)}"
+            return f"{head}: {one_line(result.error)}"
         return f"{head}  {human_size(_model_size(result))}  {result.seconds:.2f} s"
 
     def close(self, report: SyncReport | None) -> None:
@@ -243,9 +218,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         from ..remote import remote_store
 
         shared = remote_store(args.remote or None)
-        os.environ["MODELHUB_REMOTE"] = shared.url  # every pull looks there before the hub
+        override(remote=shared.url)  # every pull looks there before the hub
     specs = syncmod.load_specs(args.file)
-    progress = _Progress(len(specs), enabled=not _quiet())
+    progress = _Progress(len(specs), enabled=not quiet())
     report = None
     try:
         report = syncmod.sync(
@@ -291,10 +266,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     f"{r.seconds:.2f} s",
                 )
             )
-        _out(_table(rows, right=(3, 6)))
+        _out(table(rows, right=(3, 6)))
     for r in report.failed:
         assert r.error is not None
-        _err(f"modelhub: error: {r.spec.name}: {_one_line(r.error)}")
+        _err(f"modelhub: error: {r.spec.name}: {one_line(r.error)}")
     if shared is not None:
         from ..store import Store
 
@@ -327,7 +302,7 @@ def _print_statuses(statuses: list[UpstreamStatus], as_json: bool) -> int:
         rows = [("MODEL", "STATE", "RECORDED", "UPSTREAM", "HOW")]
         for s in shown:
             rows.append((s.ref, s.state, _abbrev(s.recorded), _abbrev(s.current), s.how or "-"))
-        _out(_table(rows))
+        _out(table(rows))
     for s in shown:
         if s.state in ("unreachable", "error", "unknown", "missing") and s.message:
             _err(f"modelhub: {s.state}: {s.ref}: {s.message}")
@@ -369,7 +344,7 @@ def cmd_du(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [("FOLDER", "FILES", "SIZE")]
     rows += [(f.name, str(f.files), human_size(f.bytes)) for f in usage.folders]
     rows.append(("total", "", human_size(usage.total)))
-    lines = [_table(rows, right=(1, 2))]
+    lines = [table(rows, right=(1, 2))]
     notes = ["hard links counted once"]
     if usage.linked_outside:
         notes.append(f"{human_size(usage.linked_outside)} of it also linked from SDK caches")
@@ -392,7 +367,7 @@ def cmd_du(args: argparse.Namespace) -> int:
             )
             for m in usage.models
         ]
-        lines += ["", _table(rows, right=(2, 3, 4, 5))]
+        lines += ["", table(rows, right=(2, 3, 4, 5))]
     _out("\n".join(lines))
     return EXIT_OK
 
@@ -409,7 +384,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """``modelhub gc``: print what would be freed, then free it (unless ``--dry-run``)."""
     from ..errors import NotFoundError
     from ..store import Store
-    from ..store.usage import plan_gc, run_gc
+    from ..store.gc import plan_gc, run_gc
     from ..sync import read_lock
 
     store = Store()

@@ -1,46 +1,33 @@
-"""Hub adapters, one module per hub, all behind :class:`ModelHub`."""
+"""Hub adapters, one module per hub, all behind :class:`ModelHub`; which module is which hub's
+adapter is its row in :mod:`modelhub.registry`."""
 
 from __future__ import annotations
 
 import importlib
 
-from ..errors import UnsupportedError
-from ..refs import HUBS
+from .. import registry
 from ..store import Store
-from .base import ModelHub, Plan, RemoteFile, StageRequest, StorageType
+from .base import ModelHub, Plan, RemoteFile, StageRequest
 
-# hub name → "module:Class"; imported on first use so the CLI starts fast.
-_REGISTRY: dict[str, str] = {
-    "onnx": "modelhub.hubs.onnx_zoo:OnnxZooHub",
-    "url": "modelhub.hubs.url:UrlHub",
-    "hf": "modelhub.hubs.hf:HuggingFaceHub",
-    "torch": "modelhub.hubs.torch_hub:TorchHub",
-    "tfhub": "modelhub.hubs.tfhub:TFHubHub",
-    "kaggle": "modelhub.hubs.tfhub:KaggleHub",
-    "keras": "modelhub.hubs.keras_apps:KerasHub",
-}
 
-_PLANNED: dict[str, str] = {}
+def adapter_class(name: str) -> type[ModelHub]:
+    """The adapter class of hub ``name``, imported now. Raises UnsupportedError (exit 2)."""
+    module, _, cls = registry.row(name).adapter.partition(":")
+    found: type[ModelHub] = getattr(importlib.import_module(module), cls)
+    return found
 
 
 def get_hub(name: str, store: Store | None = None) -> ModelHub:
     """Return the adapter for hub ``name`` (e.g. ``"onnx"``) bound to ``store``.
 
-    Raises UnsupportedError (exit 2) for a hub of the grammar that is not implemented yet.
+    Raises UnsupportedError (exit 2) for a name no registry row has.
     """
-    key = name.lower().rstrip(":")
-    if key not in _REGISTRY:
-        if key in _PLANNED:
-            raise UnsupportedError(f"{key}: references ({_PLANNED[key]}) are not supported yet")
-        raise UnsupportedError(f"unknown hub {name!r}; expected one of {', '.join(HUBS)}")
-    module, _, cls = _REGISTRY[key].partition(":")
-    hub_cls: type[ModelHub] = getattr(importlib.import_module(module), cls)
-    return hub_cls(store)
+    return adapter_class(name)(store)
 
 
 def supported_hubs() -> list[str]:
-    """Names of the hubs this version can pull from."""
-    return sorted(_REGISTRY)
+    """Names of the hubs this version can pull from (the registry's rows), sorted."""
+    return sorted(registry.hub_names())
 
 
 __all__ = [
@@ -48,7 +35,7 @@ __all__ = [
     "Plan",
     "RemoteFile",
     "StageRequest",
-    "StorageType",
+    "adapter_class",
     "get_hub",
     "supported_hubs",
 ]

@@ -8,21 +8,24 @@ A hub does three things, in this order, and nothing else:
    from the SDK's cache), each verified before it gets its final name;
 3. ``stage(ref, manifest, fmt)`` → staged artifacts with their evidence (names, parity).
 
-``pipeline.pull`` drives these steps under the model's lock and writes the manifest last. The
-seed interface (``download_model``/``stage_model``, ``hub_url``, ``framework_name``) is kept on
-top for callers that want one hub object.
+``pipeline.pull`` drives these steps under the model's lock and writes the manifest last; the
+adapter never calls back up into it. Everything else a hub may do differently is a declared
+method here with a default: ``auto_stage``, ``satisfies``, ``heavy_stage``, ``warm_up``,
+``check_upstream`` (``modelhub outdated``), ``import_kind`` (``modelhub import``) and
+``lock_pin`` (``sync --locked``). What modelhub knows of a hub without importing it (grammar,
+endpoints, store folders) is its row in :mod:`modelhub.registry`. The seed interface
+(``download_model``/``stage_model``) sits above the pipeline, in :mod:`modelhub.seed`.
 """
 
 from __future__ import annotations
 
-import enum
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .. import registry
 from ..config import settings
 from ..errors import (
     HashMismatchError,
@@ -31,19 +34,13 @@ from ..errors import (
     SizeMismatchError,
     UnsupportedError,
 )
-from ..refs import ModelRef, parse
+from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, Store
 from ..store.files import sha256_file
 
 if TYPE_CHECKING:
     from ..offload import Offload
-
-
-class StorageType(enum.Enum):
-    """How original files are kept in the store."""
-
-    COMPRESSED = "compressed"
-    UNCOMPRESSED = "uncompressed"
+    from ..upstream import Memo, Recorded, UpstreamStatus
 
 
 @dataclass(frozen=True)
@@ -84,10 +81,8 @@ _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
 class ModelHub(ABC):
     """Base class of every hub adapter (see the module docstring for the contract)."""
 
-    #: The reference prefix, e.g. ``"onnx"``.
+    #: The reference prefix, e.g. ``"onnx"``: the name of the hub's row in the registry.
     name: ClassVar[str]
-    #: The store folder, e.g. ``"onnx"``, ``"pytorch"``.
-    framework_name: ClassVar[str]
     #: The stage ``--stage auto`` means for this hub (``"none"`` = keep the original).
     default_stage: ClassVar[str] = "none"
     #: Stages this hub can produce.
@@ -106,30 +101,56 @@ class ModelHub(ABC):
         return f"{type(self).__name__}(hub_url={self.hub_url!r}, store={self.store!r})"
 
     @property
+    def row(self) -> registry.HubRow:
+        """This hub's registry row (grammar, endpoints, store folders)."""
+        return registry.row(self.name)
+
+    @property
     def hub_url(self) -> str:
-        """The base URL this hub talks to (upstream, an override, or the mirror)."""
-        return settings().hub_url(self.name)
+        """The base URL this hub talks to (upstream, an override, or the mirror); ``""`` for a
+        hub without an endpoint of its own (plain URLs: each reference is its own address)."""
+        if not self.row.endpoints:
+            return ""
+        return settings().hub_url(self.row.endpoints[0].key)
+
+    @property
+    def framework_name(self) -> str:
+        """The store folder of this hub's models (``other`` when it depends on the model)."""
+        folders = self.row.folders
+        return folders[0] if len(folders) == 1 else registry.OTHER_FRAMEWORK
 
     # --- the three steps -----------------------------------------------------------------------
     @abstractmethod
     def resolve(
-        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+        self,
+        ref: ModelRef,
+        *,
+        offline: bool = False,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> Plan:
         """Resolve ``ref`` to an immutable revision and its remote files (metadata only).
 
         ``options`` carries per-pull settings (``sha256``, ``include``, ``exclude``, ...); a hub
-        ignores those it has no use for.
+        ignores those it has no use for. ``force`` (``pull --force``): cached metadata may be
+        stale, ask upstream again.
 
         Raises ModelNotFoundError (exit 3) for unknown models, OfflineError (exit 6) when the
         metadata is needed and ``offline`` is set.
         """
 
     def fetch(
-        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+        self,
+        plan: Plan,
+        *,
+        progress: bool | None = None,
+        offline: bool = False,
+        force: bool = False,
     ) -> list[FileEntry]:
         """Enter every file of ``plan`` into the store; return their records.
 
-        The default downloads through ``transfer`` into the store's temporary folder, checks
+        ``force`` (``pull --force``): an SDK cache's copy may be stale, download again. The
+        default downloads through ``transfer`` into the store's temporary folder, checks
         size, sha256 and that no Git LFS pointer came instead of the content, then publishes.
         A file already at its final path with the expected sha256 is kept (no download); with
         ``offline`` any other file raises OfflineError (exit 6) before a connection is made.
@@ -167,6 +188,33 @@ class ModelHub(ABC):
         ``modelhub sync --jobs N`` runs heavy staging in worker processes (the frameworks hold
         the GIL while they work) and quick checks in its own threads."""
         return request.fmt != "none"
+
+    def auto_stage(self, ref: ModelRef) -> str:
+        """The stage ``--stage auto`` means for ``ref``: ``default_stage`` unless a hub decides
+        per model (e.g. by file type)."""
+        return self.default_stage
+
+    def check_upstream(self, recorded: Recorded, memo: Memo) -> UpstreamStatus:
+        """Whether upstream still serves what ``recorded`` describes (``modelhub outdated``):
+        metadata requests only, never model bytes. ``memo`` shares metadata between the models
+        of one run. Raises the typed errors of the request (the caller turns them into states);
+        the default says the hub cannot tell."""
+        raise UnsupportedError(f"{self.name}: models cannot be checked upstream yet")
+
+    def import_kind(self, src: Path, ref: ModelRef) -> str:
+        """What ``modelhub import`` does with ``src`` as ``ref``, decided from names alone: one
+        of the importer's kinds (``onnx-model``, ``onnx-file``, ``snapshot``,
+        ``savedmodel-dir``, ``savedmodel-tar``, ``weights-file``, ``keras-file``, ``file``,
+        ``plain-file``).
+        Raises UnsupportedError (exit 2) for what this hub cannot import."""
+        what = "folder" if src.is_dir() else f"file {src.name!r}"
+        kinds = "; ".join(r.import_help for r in registry.rows() if r.import_help)
+        raise UnsupportedError(f"cannot import a {what} as {ref}: {kinds}")
+
+    def lock_pin(self, files: list[dict[str, Any]]) -> str | None:
+        """The sha256 a pull of a locked model must produce before anything is kept (``sync
+        --locked``), from the lock's ``files``; None when the hub's own revision pins it."""
+        return None
 
     def satisfies(self, manifest: Manifest, fmt: str, options: Mapping[str, Any]) -> bool:
         """Whether ``manifest``, already in the store, is what a pull with ``options`` asks.
@@ -235,31 +283,3 @@ class ModelHub(ABC):
     def _token(self, url: str) -> str | None:
         """The credential to send to ``url`` (none by default; transfer keeps it on one host)."""
         return None
-
-    # --- the seed interface --------------------------------------------------------------------
-    def download_model(self, path: str, storage: StorageType = StorageType.UNCOMPRESSED) -> Path:
-        """Download the model ``path`` (the reference without the hub prefix) into the store.
-
-        Returns the absolute path of the original artifact. Nothing is staged.
-        """
-        from ..pipeline import pull
-
-        ref = parse(f"{self.name}:{path}")
-        model = pull(ref, stage="none", storage=storage.value, store=self.store)
-        return model.original
-
-    def stage_model(self, model: Path) -> Path:
-        """Stage an original artifact previously downloaded into the store (default stage).
-
-        Returns the absolute path of the staged artifact.
-        """
-        from ..pipeline import stage_existing
-
-        rel = Path(os.path.abspath(model)).relative_to(self.store.root).as_posix()
-        for _, manifest in self.store.manifests():
-            if manifest.hub == self.name and rel in manifest.all_paths():
-                staged = stage_existing(parse(manifest.ref), self.default_stage, store=self.store)
-                return staged.path
-        raise UnsupportedError(
-            f"{model} is not an original file of a {self.name}: model in {self.store.root}"
-        )

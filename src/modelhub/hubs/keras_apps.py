@@ -1,8 +1,16 @@
 """``keras:NAME[/notop]`` — Keras Applications with the ImageNet weights they were published with.
 
+Follows Keras 3.15.1: each application in ``keras/src/applications/`` passes its weights file
+(name, origin, hash, ``cache_subdir="models"``) to ``get_file`` in
+``keras/src/utils/file_utils.py``, which looks in ``<KERAS_HOME or ~/.keras>/models/<fname>``
+(validating a cached file against the hash when one is given) and otherwise makes one plain GET
+of the origin, redirects followed, written straight into that path. modelhub makes the same GET
+(the origin moved onto ``MODELHUB_KERAS_URL`` or the mirror's ``/keras``) and fills the same
+cache path, so ``get_file`` finds modelhub's download and modelhub finds ``get_file``'s.
+
 - resolve: the application comes from ``keras.applications`` itself, and so does the weights
   file it expects — name, origin URL, hash and cache folder, learnt from the application for
-  exactly these options (:func:`~modelhub.staging.keras_h5.discover_weights`); never a
+  exactly these options (:func:`~modelhub.frameworks.keras_apps.discover_weights`); never a
   hand-written table. The origin is moved onto ``MODELHUB_KERAS_URL`` (or the mirror's
   ``/keras``).
 - fetch: a file already in the Keras cache (``$KERAS_HOME/models``, else ``~/.keras/models``)
@@ -29,16 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import UPSTREAM_URLS, settings
+from ..config import settings
 from ..errors import HashMismatchError, IntegrityError, OfflineError, UsageError
-from ..refs import ModelRef
-from ..refs import parse as parse_ref
-from ..staging.keras_h5 import (  # stdlib-only at import; Keras loads inside its functions
+from ..frameworks.keras_apps import (  # Keras loads inside their functions, not at import
     WeightsFile,
     hash_algorithm,
-    is_hdf5,
     parse_shape,
 )
+from ..frameworks.keras_files import is_hdf5
+from ..refs import ModelRef
+from ..refs import parse as parse_ref
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import place_file, sha256_file
 from .base import ModelHub, Plan, RemoteFile, StageRequest
@@ -119,22 +127,27 @@ class KerasHub(ModelHub):
     """Keras Applications (``keras:ResNet50``, ``keras:MobileNetV2/notop``)."""
 
     name = "keras"
-    framework_name = "keras"
     default_stage = "h5"
     stages = ("none", "h5", "keras", "pb")
 
     def weights_url(self, origin: str) -> str:
         """``origin`` moved onto this hub's base URL (only origins on the upstream host)."""
-        upstream = UPSTREAM_URLS["keras"]
+        upstream = self.row.endpoints[0].upstream
         if not origin.startswith(upstream + "/"):
             return origin
         return f"{self.hub_url}{urllib.parse.urlsplit(origin).path}"
 
     def resolve(
-        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+        self,
+        ref: ModelRef,
+        *,
+        offline: bool = False,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> Plan:
         """The weights file the application expects, from the application itself (no I/O)."""
-        from ..staging.keras_h5 import discover_weights, versions
+        from ..frameworks.keras_apps import discover_weights
+        from ..frameworks.keras_files import versions
 
         kwargs = app_kwargs(ref, options or {})
         weights = discover_weights(ref.name, build_kwargs(kwargs))
@@ -158,7 +171,6 @@ class KerasHub(ModelHub):
                 "hash_algorithm": weights.hash_algorithm,
                 "cache_subdir": subdir,
                 "keras": versions()["keras"],
-                "_force": bool((options or {}).get("force")),
             },
         )
 
@@ -178,17 +190,21 @@ class KerasHub(ModelHub):
         check_weights(part, getattr(rf, "file_hash", None), sha256, rf.url)
 
     def fetch(
-        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+        self,
+        plan: Plan,
+        *,
+        progress: bool | None = None,
+        offline: bool = False,
+        force: bool = False,
     ) -> list[FileEntry]:
         """Reuse the Keras cache (or the store), else download, verify and fill the cache.
 
-        ``--force`` downloads again (the cached file may be stale) and replaces the cached one.
+        ``force`` downloads again (the cached file may be stale) and replaces the cached one.
         """
         rf = plan.files[0]
         file_hash = plan.details.get("file_hash")
         cached = Path(str(plan.sdk_cache))
         stored = self.store.abspath(rf.rel)
-        force = bool(plan.details.pop("_force", False))
         if force and offline:
             raise OfflineError(f"offline: --force needs the network for {plan.ref}")
         reusable = [] if force else [(cached, "keras-cache"), (stored, "store")]
@@ -228,12 +244,8 @@ class KerasHub(ModelHub):
         """``h5`` (with ``.keras``), ``keras`` or ``pb`` of the application with its weights."""
         if request.fmt not in ("h5", "keras", "pb"):
             return super().stage(ref, manifest, request)
-        from ..staging.keras_h5 import (
-            APP_UNKNOWN_DIM,
-            build_application,
-            discover_weights,
-            stage_model,
-        )
+        from ..frameworks.keras_apps import build_application, discover_weights
+        from ..staging.keras_h5 import APP_UNKNOWN_DIM, stage_model
 
         details = manifest.details
         kwargs = details.get("app_kwargs")
@@ -262,6 +274,12 @@ class KerasHub(ModelHub):
         # h5, the default, also gives the .keras file (Keras 3's native format).
         formats = ["h5", "keras"] if request.fmt == "h5" else [request.fmt]
         return stage_model(self.store, ref, model, stem, formats, info, fill=APP_UNKNOWN_DIM)
+
+    def import_kind(self, src: Path, ref: ModelRef) -> str:
+        """A weights file (``.h5``/``.hdf5``) or a saved model (``.keras``)."""
+        if src.is_file() and src.name.lower().endswith((".h5", ".hdf5", ".keras")):
+            return "keras-file"
+        return super().import_kind(src, ref)
 
     @staticmethod
     def _check_options(

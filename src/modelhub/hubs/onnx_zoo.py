@@ -1,9 +1,21 @@
 """``onnx:`` — the ONNX Model Zoo through its manifest protocol.
 
-``onnx.hub`` was removed in onnx 1.21, so modelhub speaks the protocol itself:
-``{hub_url}/ONNX_HUB_MANIFEST.json`` lists ``{model, model_path, opset_version, metadata:
-{model_sha, model_bytes, io_ports, tags}}``; files live at ``{hub_url}/{model_path}`` (upstream:
-the GitHub LFS media host, since raw.githubusercontent.com serves LFS pointers).
+Follows ``onnx/hub.py`` of onnx 1.20 (the module onnx deleted since; ``list_models``,
+``get_model_info``, ``load``): ``ONNX_HUB_MANIFEST.json`` from the zoo repository's raw base
+(``{hub_url}/ONNX_HUB_MANIFEST.json``) lists ``{model, model_path, opset_version, metadata:
+{model_sha, model_bytes, io_ports, tags}}``; a name matches ``model`` case-insensitively, the
+highest opset wins unless one is asked, and the file must have the entry's sha256.
+
+Where the file comes from is not onnx.hub's any more: since 2025-07-01 the zoo's files are no
+longer served through GitHub LFS (onnx.hub's ``media.githubusercontent.com`` URLs answer with
+pointer stubs), and the zoo's README sends users to its Hugging Face copy, the repository
+``onnxmodelzoo/legacy_models`` holding the same ``validated/...`` tree. A model is one plain
+GET by modelhub's transfer engine of ``{hf endpoint}/onnxmodelzoo/legacy_models/resolve/main/
+{model_path}`` — the URL ``huggingface_hub.hf_hub_url`` builds (``file_download.py``,
+huggingface_hub 2.4.0), at the Hugging Face endpoint in force (``MODELHUB_HF_URL``,
+``HF_ENDPOINT``, the mirror's ``/hf``), registered as this hub's ``onnx-files`` endpoint. No Hub
+API call is needed: the zoo manifest's sha256 is the check, and a Git LFS pointer served instead
+of the model is refused.
 
 The zoo manifest is cached under ``.modelhub/cache/onnx/`` so that resolving needs no network
 when the model is already listed there; a model not in the cached copy triggers one refresh.
@@ -21,17 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import transfer
-from ..config import UPSTREAM_URLS
+from ..config import settings
 from ..errors import IntegrityError, InvalidReferenceError, ModelNotFoundError, OfflineError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, layout
 from ..store.files import atomic_write_bytes
+from ..upstream import Memo, Recorded, UpstreamStatus, compare, status
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
-# ONNX files at least this large are validated in worker processes by `sync --jobs N`.
-HEAVY_CHECK_BYTES = 8 * 2**20
 MANIFEST_NAME = "ONNX_HUB_MANIFEST.json"
-UPSTREAM_MEDIA = "https://media.githubusercontent.com/media/onnx/models/main"
+#: The registry endpoint the zoo's files come from: ``{hf endpoint}/onnxmodelzoo/legacy_models/
+#: resolve/main``, the zoo's Hugging Face copy (the same ``validated/...`` tree as on GitHub).
+FILES_ENDPOINT = "onnx-files"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -102,7 +115,6 @@ class OnnxZooHub(ModelHub):
     """The ONNX Model Zoo (``onnx:NAME[@OPSET]`` or ``onnx:FILE-STEM``)."""
 
     name = "onnx"
-    framework_name = "onnx"
     default_stage = "onnx"
     stages = ("none", "onnx")
 
@@ -124,17 +136,29 @@ class OnnxZooHub(ModelHub):
         atomic_write_bytes(cache, body, self.store.tmp_dir)
         return entries
 
-    def _file_url(self, model_path: str) -> str:
-        base = UPSTREAM_MEDIA if self.hub_url == UPSTREAM_URLS["onnx"] else self.hub_url
-        return f"{base}/{urllib.parse.quote(model_path)}"
+    @property
+    def files_url(self) -> str:
+        """Where the zoo's files are: ``{hf endpoint}/onnxmodelzoo/legacy_models/resolve/main``
+        (``MODELHUB_ONNX_FILES_URL`` overrides it)."""
+        return settings().hub_url(FILES_ENDPOINT)
+
+    def file_url(self, model_path: str) -> str:
+        """The URL of the zoo file ``model_path`` (quoted as ``hf_hub_url`` quotes it)."""
+        return f"{self.files_url}/{urllib.parse.quote(model_path)}"
 
     # --- the three steps -----------------------------------------------------------------------
     def resolve(
-        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+        self,
+        ref: ModelRef,
+        *,
+        offline: bool = False,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> Plan:
-        """Find ``ref`` in the zoo manifest (cached copy first, one refresh if not found)."""
+        """Find ``ref`` in the zoo manifest (cached copy first, one refresh if not found;
+        ``force``: re-read the zoo)."""
         opset = int(ref.revision) if ref.revision else None
-        force = bool((options or {}).get("force")) and not offline  # --force: re-read the zoo
+        force = force and not offline
         cached = self._cache_file().is_file() and not force
         entries = self.zoo_manifest(offline=offline, refresh=force)
         entry = select(entries, ref.name, opset)
@@ -151,7 +175,7 @@ class OnnxZooHub(ModelHub):
             )
         meta = entry["metadata"]
         filename = posixpath.basename(entry["model_path"])
-        url = self._file_url(entry["model_path"])
+        url = self.file_url(entry["model_path"])
         return Plan(
             ref=ref,
             revision=meta["model_sha"],
@@ -170,10 +194,33 @@ class OnnxZooHub(ModelHub):
             },
         )
 
+    def check_upstream(self, recorded: Recorded, memo: Memo) -> UpstreamStatus:
+        """The zoo manifest's ``model_sha`` now against the recorded sha256.
+
+        One GET per zoo and run; it also refreshes the store's cached copy of the zoo
+        manifest, so that a pull that follows (sync --update, --locked) resolves against
+        what was seen here."""
+        url = f"{self.hub_url}/{MANIFEST_NAME}"
+        entries = memo.get(url, lambda: self.zoo_manifest(refresh=True))
+        ref = recorded.ref
+        entry = select(entries, ref.name, int(ref.revision) if ref.revision else None)
+        how = "zoo manifest model_sha"
+        if entry is None:
+            return status(recorded, "missing", None, how, f"not listed in {url}")
+        return compare(recorded, str(entry["metadata"]["model_sha"]), how)
+
+    def import_kind(self, src: Path, ref: ModelRef) -> str:
+        """An ``.onnx`` file (with its external data beside it) is a zoo model."""
+        if src.is_file() and src.name.lower().endswith(".onnx"):
+            return "onnx-model"
+        return super().import_kind(src, ref)
+
     def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
         """Validating large models: checker, shape inference and an onnxruntime session hold
         the GIL (ResNet-50, 100 MB: ~0.6 s of CPU, no faster in two threads than one after the
         other); small ones are quicker in a thread than a round trip to a worker."""
+        from ..staging.onnx_check import HEAVY_CHECK_BYTES
+
         size = sum(f.size for f in manifest.files if f.path.endswith(".onnx"))
         return request.fmt == "onnx" and size >= HEAVY_CHECK_BYTES
 
@@ -181,27 +228,12 @@ class OnnxZooHub(ModelHub):
         """``onnx``: validate the model in place (checker, shape inference, onnxruntime)."""
         if request.fmt != "onnx":
             return super().stage(ref, manifest, request)
+        from ..staging.onnx_check import validate_entry
+
         return [
-            validate_entry(self.store.abspath(f.path), f.path, f.sha256, f.size)
+            validate_entry(
+                self.store.abspath(f.path), f.path, f.sha256, f.size, store=self.store, ref=ref
+            )
             for f in manifest.files
             if f.path.endswith(".onnx")
         ]
-
-
-def validate_entry(path: Path, rel: str, sha256: str, size: int) -> StagedEntry:
-    """Validate an ONNX file already in the store and describe it as a staged entry."""
-    from ..staging.onnx_check import CONVERTER, validate_onnx
-
-    info = validate_onnx(path)
-    return StagedEntry(
-        path=rel,
-        format="onnx",
-        sha256=sha256,
-        size=size,
-        converter=CONVERTER,
-        versions=info.versions,
-        inputs=info.inputs,
-        outputs=info.outputs,
-        parity=None,
-        details={"opset": info.opset, "ir_version": info.ir_version, "io_ports": info.io_ports},
-    )

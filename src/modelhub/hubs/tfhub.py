@@ -1,255 +1,239 @@
-"""``tfhub:HANDLE`` and ``kaggle:OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]`` SavedModels.
+"""``tfhub:HANDLE`` — TensorFlow Hub models (``https://tfhub.dev/...``) in their three forms.
 
-Both are fetched in the compressed format (``?tf-hub-format=compressed``) by modelhub's transfer
-and written into ``tensorflow_hub``'s own cache layout (``TFHUB_CACHE_DIR``, default
-``$TMPDIR/tfhub_modules``): the folder ``sha1(handle URL)``, ``<sha1>.descriptor.txt``, the
-``<sha1>.lock`` file protocol and ``<sha1>.<uuid>.tmp`` during extraction — so ``hub.load(URL)``
-finds modelhub's download and modelhub finds ``hub.load``'s, with no network either way.
+- SavedModels (most handles): as tensorflow_hub 0.16.1 fetches them
+  (``compressed_module_resolver.py``: the handle plus ``?tf-hub-format=compressed``, a tar(.gz)
+  streamed into its cache; ``resolver.py``: the cache layout), through the shared machinery of
+  :mod:`.savedmodel` into the same cache; staged to a frozen ``.pb``.
+- TFLite (handles with a ``lite-model`` segment, and Kaggle handles whose framework is
+  ``tfLite``): tensorflow_hub never asks for them; tfhub.dev served the ``.tflite`` file at the
+  handle with ``?lite-format=tflite`` (Kaggle Models answers the same query). One file,
+  ``<model folder>/model.tflite``; staged ``tflite``: validated in the LiteRT interpreter
+  (:mod:`modelhub.staging.tflite_check`).
+- TF.js (``tfjs-model`` handles, Kaggle ``tfJs``): as TensorFlow.js loads a hub model
+  (tfjs-converter ``src/executor/graph_model.ts``, ``fromTFHub``: ``{handle}/model.json`` with
+  ``?tfjs-format=file``; tfjs-core ``src/io/http.ts``: each weights path of its
+  ``weightsManifest`` next to it, with the same query): files only, no staging (the manifest's
+  ``note`` says so).
+
+tfhub.dev now redirects every migrated handle to Kaggle Models (the query kept, plus
+``tfhub-redirect=true``); a handle never migrated redirects to a Kaggle web page (200, HTML),
+which is reported as *not found* with the handle named, never saved or extracted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import shutil
-import socket
-import tarfile
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator, Mapping
+import json
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArchiveError, OfflineError, StagingError
+from ..errors import IntegrityError, InvalidReferenceError, UnsupportedError
 from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
-from ..store.archives import extract_tar
-from ..store.files import sha256_file
-from .base import ModelHub, Plan, RemoteFile, StageRequest
+from ..upstream import Memo, Recorded, UpstreamStatus, check_http
+from .base import Plan, StageRequest
+from .savedmodel import HandleFile, SavedModelArchiveHub, read_head, tree_digest
 
-COMPRESSED_QUERY = "tf-hub-format=compressed"
-LOCK_TIMEOUT = 600.0
-
-
-def tfhub_cache_dir() -> Path:
-    """tensorflow_hub's cache folder, resolved from the environment now."""
-    env = os.environ.get("TFHUB_CACHE_DIR", "").strip()
-    return Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "tfhub_modules"
-
-
-def module_dir_for(handle_url: str) -> Path:
-    """The cache folder tensorflow_hub uses for ``handle_url`` (sha1 of the string as given)."""
-    return tfhub_cache_dir() / hashlib.sha1(handle_url.encode("utf8")).hexdigest()
+SAVEDMODEL, TFLITE, TFJS = "savedmodel", "tflite", "tfjs"
+LITE_QUERY = "lite-format=tflite"
+TFJS_QUERY = "tfjs-format=file"
+TFLITE_FILE = "model.tflite"
+TFJS_MODEL = "model.json"
+TFJS_NOTE = (
+    "TF.js model: files only (model.json and its weight shards), not converted or validated; "
+    "load it with TensorFlow.js"
+)
+# Kaggle framework slugs (camelCase in URLs) of the two non-SavedModel forms.
+_KAGGLE_FORMS = {"tflite": TFLITE, "tfjs": TFJS}
 
 
-def _is_complete(module_dir: Path) -> bool:
-    return module_dir.is_dir() and any(module_dir.iterdir())
+def handle_form(handle: str) -> str:
+    """Which form a handle names: ``tflite``, ``tfjs`` or ``savedmodel``.
 
-
-def _owner_dead(lock: Path) -> bool:
-    """True when ``lock`` names a process of this host that no longer runs (killed)."""
-    try:
-        host, pid, _ = lock.read_text(encoding="utf-8").rsplit(".", 2)
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return False
-
-
-@contextlib.contextmanager
-def tfhub_lock(module_dir: Path, handle_url: str) -> Iterator[bool]:
-    """Hold tensorflow_hub's lock file for ``module_dir``; yields False if it appeared meanwhile.
-
-    Same protocol as tensorflow_hub: an exclusively created ``<dir>.lock`` whose owner removes it;
-    a waiter gives up on a lock whose owner made no progress for ``LOCK_TIMEOUT`` seconds, or at
-    once when the lock names a process of this host that is gone (killed mid-extraction).
+    tfhub.dev's own handles say it in a segment (``.../lite-model/...``, ``.../tfjs-model/...``);
+    Kaggle handles by their framework: ``OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]`` or the
+    long ``.../frameworks/FRAMEWORK/variations/...``.
     """
-    lock = module_dir.with_name(module_dir.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    contents = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}"
-    waited_since = time.monotonic()
-    while True:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if _is_complete(module_dir):
-                yield False
-                return
-            if _owner_dead(lock) or time.monotonic() - waited_since > LOCK_TIMEOUT:
-                lock.unlink(missing_ok=True)  # the owner died: revoke, as tensorflow_hub does
-            time.sleep(0.2)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(contents)
-        break
+    segs = [s.lower() for s in handle.strip("/").split("/")]
+    if "lite-model" in segs:
+        return TFLITE
+    if "tfjs-model" in segs:
+        return TFJS
+    framework = None
+    if "frameworks" in segs[:-1]:
+        framework = segs[segs.index("frameworks") + 1]
+    elif len(segs) in (4, 5) and (len(segs) == 4 or segs[4].isdigit()):
+        framework = segs[2]
+    return _KAGGLE_FORMS.get(framework or "", SAVEDMODEL)
+
+
+def tfjs_weight_paths(model_json: Path, shown: str) -> list[str]:
+    """The weight files a TF.js ``model.json`` names (``weightsManifest[].paths``), checked to be
+    relative paths inside the model folder. Raises IntegrityError for anything else."""
     try:
-        yield not _is_complete(module_dir)
-    finally:
-        lock.unlink(missing_ok=True)
+        doc = json.loads(model_json.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise IntegrityError(f"{shown} is not a TF.js model.json (not JSON)") from None
+    groups = doc.get("weightsManifest") if isinstance(doc, dict) else None
+    if not isinstance(groups, list) or not ("modelTopology" in doc or "format" in doc or groups):
+        raise IntegrityError(f"{shown} is not a TF.js model.json (no weightsManifest)")
+    paths: list[str] = []
+    for group in groups:
+        names = group.get("paths") if isinstance(group, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise IntegrityError(f"{shown}: a weightsManifest group has no list of paths")
+        for name in names:
+            try:
+                layout.check_relative(name)
+                layout.safe_filename(name.rsplit("/", 1)[-1])
+            except InvalidReferenceError:
+                raise IntegrityError(f"{shown} names an unsafe weights path {name!r}") from None
+            if name not in paths and name != TFJS_MODEL:
+                paths.append(name)
+    return paths
 
 
-def tree_digest(entries: list[FileEntry], prefix: str) -> str:
-    """A content id for a folder: sha256 over its sorted (relative path, sha256) pairs."""
-    digest = hashlib.sha256()
-    for entry in sorted(entries, key=lambda e: e.path):
-        digest.update(f"{entry.path.removeprefix(prefix)}\0{entry.sha256}\n".encode())
-    return digest.hexdigest()
-
-
-def deterministic_targz(folder: Path, target: Path) -> None:
-    """Write ``folder``'s files as a reproducible tar.gz (sorted, zeroed owners and times)."""
-    import gzip
-
-    with (
-        open(target, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w") as tar,
-    ):
-        for path in sorted(folder.rglob("*")):
-            info = tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
-            elif path.is_dir():
-                tar.addfile(info)
-
-
-class TFHubHub(ModelHub):
+class TFHubHub(SavedModelArchiveHub):
     """TensorFlow Hub handles (``tfhub:google/imagenet/.../5``, ``https://tfhub.dev/...``)."""
 
     name = "tfhub"
-    framework_name = "tensorflow"
-    default_stage = "pb"
-    stages = ("none", "pb")
+    stages = ("none", "pb", TFLITE)
 
     def handle_url(self, ref: ModelRef) -> str:
-        """The handle as tensorflow_hub would be given it (its cache key)."""
+        """``{base}/{handle}``: the URL tensorflow_hub is given (its cache key)."""
         return f"{self.hub_url}/{ref.name}"
 
+    def page_message(self, ref: ModelRef, url: str) -> str:
+        """tfhub.dev's answer for a handle that was never migrated to Kaggle Models."""
+        return (
+            f"{ref} not found: {url} answered with a web page, not a model (tfhub.dev handles "
+            "never migrated to Kaggle Models were removed); find the model on "
+            "https://www.kaggle.com/models"
+        )
+
+    def auto_stage(self, ref: ModelRef) -> str:
+        """``pb`` for a SavedModel, ``tflite`` (validate) for TFLite, ``none`` for TF.js."""
+        return {SAVEDMODEL: "pb", TFLITE: TFLITE, TFJS: "none"}[handle_form(ref.name)]
+
     def resolve(
-        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+        self,
+        ref: ModelRef,
+        *,
+        offline: bool = False,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> Plan:
-        """The compressed archive URL and tensorflow_hub's cache folder for it."""
-        opts = dict(options or {})
+        """The archive (SavedModel), the ``.tflite`` file, or ``model.json`` (TF.js; its shards
+        are learnt from it while fetching)."""
+        form = handle_form(ref.name)
+        if form == SAVEDMODEL:
+            return super().resolve(ref, offline=offline, options=options, force=force)
+        if (options or {}).get("storage") == "compressed":
+            raise UnsupportedError(
+                f"{ref} is a {'TFLite file' if form == TFLITE else 'TF.js model'}: "
+                "--storage compressed applies to SavedModels only"
+            )
         handle = self.handle_url(ref)
+        folder = layout.model_dir(ref)
+        if form == TFLITE:
+            url, rel = f"{handle}?{LITE_QUERY}", f"{folder}/{TFLITE_FILE}"
+        else:
+            url, rel = f"{handle}/{TFJS_MODEL}?{TFJS_QUERY}", f"{folder}/{TFJS_MODEL}"
+        details: dict[str, Any] = {"handle": handle, "folder": folder, "form": form}
+        if form == TFJS:
+            details["note"] = TFJS_NOTE
+        last = ref.name.rsplit("/", 1)[-1]
+        if last.isdigit():
+            details["version"] = last
         return Plan(
             ref=ref,
             revision=None,
-            files=[RemoteFile(f"{handle}?{COMPRESSED_QUERY}", f"{layout.model_dir(ref)}.tar.gz")],
+            files=[HandleFile(url, rel, expect=form, missing=self.page_message(ref, url))],
             source=[handle],
-            sdk_cache=str(module_dir_for(handle)),
-            details={
-                "handle": handle,
-                "folder": layout.model_dir(ref),
-                "storage": opts.get("storage", "uncompressed"),
-                "_force": bool(opts.get("force")),
-            },
+            details=details,
         )
 
     def fetch(
-        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+        self,
+        plan: Plan,
+        *,
+        progress: bool | None = None,
+        offline: bool = False,
+        force: bool = False,
     ) -> list[FileEntry]:
-        """Fill (or reuse) tensorflow_hub's cache, then enter the model into the store."""
-        module_dir = Path(str(plan.sdk_cache))
-        archive: FileEntry | None = None
-        force = bool(plan.details.pop("_force", False))  # --force: the cache may be stale
-        plan.details["cache_hit"] = not force and _is_complete(module_dir)
-        if not plan.details["cache_hit"]:
-            if offline:
-                raise OfflineError(f"offline: {plan.ref} is not in the TF Hub cache {module_dir}")
-            archive = self._fetch_one(
-                plan.ref, plan.files[0], progress, offline, record=plan.details
-            )
-            try:
-                self._install(
-                    self.store.abspath(archive.path), module_dir, plan.details["handle"], force
-                )
-            except BaseException:
-                # Not a usable archive: it must not stay under its final name unlisted.
-                self.store.abspath(archive.path).unlink(missing_ok=True)
-                raise
-        folder = plan.details["folder"]
-        files = [p for p in sorted(module_dir.rglob("*")) if p.is_file()]
-        if not files:
-            raise ArchiveError(f"{plan.ref}: the archive holds no files")
-        if plan.details["storage"] == "compressed":
-            if archive is None:
-                archive = self._pack(plan, module_dir)
-            entries = [archive]
-            plan.revision = archive.sha256
-        else:
-            if archive is not None:  # the folder is the original now; the archive was transport
-                self.store.abspath(archive.path).unlink(missing_ok=True)
-            entries = []
-            for path in files:
-                rel = f"{folder}/{path.relative_to(module_dir).as_posix()}"
-                entry, _ = self.store.link_in(path, rel, plan.ref)
-                entries.append(entry)
-            plan.revision = tree_digest(entries, folder + "/")
-        if plan.details["storage"] == "compressed":
-            plan.details.pop("folder", None)  # no folder in the store: the archive is the model
+        """SavedModels through tensorflow_hub's cache; a TFLite file, or a TF.js model.json
+        and then the weight files it names, straight into the store."""
+        form = plan.details.get("form", SAVEDMODEL)
+        if form == SAVEDMODEL:
+            return super().fetch(plan, progress=progress, offline=offline, force=force)
+        first = self._fetch_one(plan.ref, plan.files[0], progress, offline, record=plan.details)
+        entries = [first]
+        try:
+            if form == TFLITE:
+                from ..staging.tflite_check import is_tflite
+
+                if not is_tflite(read_head(self.store.abspath(first.path), 8)):
+                    raise IntegrityError(
+                        f"{plan.files[0].url} is not a TFLite model (no TFL3 flatbuffer "
+                        "identifier); nothing was kept"
+                    )
+            else:
+                entries += self._fetch_shards(plan, first, progress, offline)
+        except BaseException:
+            # A model is whole or absent: nothing published here stays without its manifest.
+            for entry in entries:
+                self.store.abspath(entry.path).unlink(missing_ok=True)
+            raise
+        plan.revision = tree_digest(entries, plan.details["folder"] + "/")
         return entries
 
-    def _install(self, archive: Path, module_dir: Path, handle: str, force: bool = False) -> None:
-        with tfhub_lock(module_dir, handle) as needed:
-            if not (needed or force):
-                return
-            tmp = module_dir.with_name(f"{module_dir.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                extract_tar(archive, tmp)
-                descriptor = module_dir.with_name(module_dir.name + ".descriptor.txt")
-                descriptor.write_text(
-                    f"Module: {handle}\nDownload Time: {time.ctime()}\n"
-                    f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
-                )
-                if module_dir.exists():
-                    shutil.rmtree(module_dir)
-                os.replace(tmp, module_dir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _fetch_shards(
+        self, plan: Plan, model_json: FileEntry, progress: bool | None, offline: bool
+    ) -> list[FileEntry]:
+        handle, folder = plan.details["handle"], plan.details["folder"]
+        paths = tfjs_weight_paths(self.store.abspath(model_json.path), plan.files[0].url)
+        out = []
+        for path in paths:
+            url = f"{handle}/{urllib.parse.quote(path)}?{TFJS_QUERY}"
+            missing = getattr(plan.files[0], "missing", "")
+            shard = HandleFile(url, f"{folder}/{path}", expect="file", missing=missing)
+            out.append(self._fetch_one(plan.ref, shard, progress, offline, record=plan.details))
+        return out
 
-    def _pack(self, plan: Plan, module_dir: Path) -> FileEntry:
-        """A cache hit kept compressed: pack the cached folder reproducibly."""
-        tmp = self.store.tmp_path(plan.ref, Path(plan.files[0].rel).name)
-        deterministic_targz(module_dir, tmp)
-        sha, size = sha256_file(tmp)
-        return self.store.publish(tmp, plan.files[0].rel, plan.ref, sha, size)
+    def check_upstream(self, recorded: Recorded, memo: Memo) -> UpstreamStatus:
+        """HEAD what a pull fetches first: the archive, the ``.tflite`` file or ``model.json``."""
+        form = handle_form(recorded.ref.name)
+        if form == SAVEDMODEL:
+            return super().check_upstream(recorded, memo)
+        handle = self.handle_url(recorded.ref)
+        if form == TFLITE:
+            url, name = f"{handle}?{LITE_QUERY}", TFLITE_FILE
+        else:
+            url, name = f"{handle}/{TFJS_MODEL}?{TFJS_QUERY}", TFJS_MODEL
+        sha = next((sha for path, sha in recorded.files if path.endswith("/" + name)), None)
+        return check_http(recorded, url, "HEAD", sha)
 
-    def saved_model_dir(self, manifest: Manifest) -> Path:
-        """The SavedModel folder to stage from: the store folder, else the SDK cache."""
-        folder = manifest.details.get("folder")
-        if folder:
-            return self.store.abspath(str(folder))
-        if manifest.sdk_cache and _is_complete(Path(manifest.sdk_cache)):
-            return Path(manifest.sdk_cache)
-        raise StagingError(
-            f"{manifest.ref}: no uncompressed SavedModel to freeze; pull with "
-            "--storage uncompressed"
-        )
+    def import_kind(self, src: Path, ref: ModelRef) -> str:
+        """A SavedModel folder or archive; a ``.tflite`` file; a TF.js folder (``model.json``)."""
+        if src.is_file() and src.name.lower().endswith(".tflite"):
+            return "plain-file"
+        if src.is_dir() and (src / TFJS_MODEL).is_file() and not (src / "saved_model.pb").exists():
+            return "snapshot"
+        return super().import_kind(src, ref)
 
     def stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> list[StagedEntry]:
-        """``pb``: freeze the signature into one flat GraphDef beside the model folder."""
-        if request.fmt != "pb":
-            return super().stage(ref, manifest, request)
-        from ..staging.freeze_tf import stage_pb
+        """``pb`` for a SavedModel; ``tflite``: validate the ``.tflite`` file in LiteRT."""
+        form = handle_form(ref.name)
+        tflite = [f for f in manifest.files if f.path.lower().endswith(".tflite")]
+        if request.fmt == TFLITE:
+            if not tflite:
+                raise UnsupportedError(f"{ref} holds no .tflite file to validate")
+            from ..staging.tflite_check import validate_entry
 
-        return [stage_pb(self.store, ref, self.saved_model_dir(manifest), request.options)]
-
-
-class KaggleHub(TFHubHub):
-    """Kaggle Models, TensorFlow 2 variations (``kaggle:OWNER/MODEL/TensorFlow2/VAR[/VER]``)."""
-
-    name = "kaggle"
-
-    def handle_url(self, ref: ModelRef) -> str:
-        """``{base}/models/{handle}``, the form kaggle.com and tensorflow_hub use."""
-        return f"{self.hub_url}/models/{ref.name}"
+            f = tflite[0]
+            return [validate_entry(self.store.abspath(f.path), f.path, f.sha256, f.size)]
+        if request.fmt == "pb" and (form != SAVEDMODEL or tflite):
+            kind = "a TFLite model" if form == TFLITE or tflite else "a TF.js model"
+            raise UnsupportedError(f"{ref} is {kind}, not a SavedModel: it cannot be frozen to pb")
+        return super().stage(ref, manifest, request)

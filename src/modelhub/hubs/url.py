@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import UnsupportedError
 from ..refs import ModelRef, url_basename
 from ..store import FileEntry, Manifest, StagedEntry, layout
+from ..upstream import Memo, Recorded, UpstreamStatus, check_http
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 
@@ -16,17 +17,16 @@ class UrlHub(ModelHub):
     """A plain file at an http(s) URL; ``--sha256`` pins its content."""
 
     name = "url"
-    framework_name = "other"
-    default_stage = "auto"
+    default_stage = "none"  # auto_stage decides per file type
     stages = ("none", "onnx", "h5", "keras", "pb")
 
-    @property
-    def hub_url(self) -> str:
-        """Plain URLs have no base: each reference is its own address."""
-        return ""
-
     def resolve(
-        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+        self,
+        ref: ModelRef,
+        *,
+        offline: bool = False,
+        options: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> Plan:
         """The file itself; its revision is its sha256, known once fetched (or ``sha256``)."""
         sha256 = (options or {}).get("sha256")
@@ -46,12 +46,17 @@ class UrlHub(ModelHub):
         )
 
     def fetch(
-        self, plan: Plan, *, progress: bool | None = None, offline: bool = False
+        self,
+        plan: Plan,
+        *,
+        progress: bool | None = None,
+        offline: bool = False,
+        force: bool = False,
     ) -> list[FileEntry]:
         """The file; a Keras file holding weights only gets a note (it cannot be staged)."""
-        files = super().fetch(plan, progress=progress, offline=offline)
+        files = super().fetch(plan, progress=progress, offline=offline, force=force)
         if layout.framework_for(plan.ref) == "keras":
-            from ..staging.keras_h5 import weights_only_note
+            from ..frameworks.keras_files import weights_only_note
 
             note = weights_only_note(self.store.abspath(files[0].path))
             if note:
@@ -59,8 +64,7 @@ class UrlHub(ModelHub):
                 plan.details["weights_only"] = True
         return files
 
-    @staticmethod
-    def auto_stage(ref: ModelRef) -> str:
+    def auto_stage(self, ref: ModelRef) -> str:
         """The stage ``auto`` means for this file: validate ONNX files, Keras files to full
         ``.h5`` models, keep the rest."""
         name = url_basename(ref.name).lower()
@@ -68,11 +72,25 @@ class UrlHub(ModelHub):
             return "onnx"
         return "h5" if name.endswith((".h5", ".hdf5", ".keras")) else "none"
 
+    def check_upstream(self, recorded: Recorded, memo: Memo) -> UpstreamStatus:
+        """HEAD the URL: its validators against those recorded at pull (or the sha256)."""
+        return check_http(recorded, recorded.ref.name, "HEAD", recorded.files[0][1])
+
+    def import_kind(self, src: Path, ref: ModelRef) -> str:
+        """Any file: an ONNX model is validated, anything else kept as it is."""
+        if not src.is_file():
+            return super().import_kind(src, ref)
+        return "onnx-file" if url_basename(ref.name).lower().endswith(".onnx") else "file"
+
+    def lock_pin(self, files: list[dict[str, Any]]) -> str | None:
+        """The locked file's sha256: a download is checked against it before it is kept."""
+        return str(files[0]["sha256"]) if len(files) == 1 else None
+
     def heavy_stage(self, ref: ModelRef, manifest: Manifest, request: StageRequest) -> bool:
         """TorchScript and Keras files are converted; an ONNX file is validated (heavy when
         large, as for the ONNX zoo)."""
         if request.fmt == "onnx" and self.auto_stage(ref) == "onnx":
-            from .onnx_zoo import HEAVY_CHECK_BYTES
+            from ..staging.onnx_check import HEAVY_CHECK_BYTES
 
             return manifest.files[0].size >= HEAVY_CHECK_BYTES
         return super().heavy_stage(ref, manifest, request)
@@ -81,9 +99,13 @@ class UrlHub(ModelHub):
         """``onnx`` validates an ONNX file; other formats arrive with their frameworks' hubs."""
         f = manifest.files[0]
         if request.fmt == "onnx" and self.auto_stage(ref) == "onnx":
-            from .onnx_zoo import validate_entry
+            from ..staging.onnx_check import validate_entry
 
-            return [validate_entry(self.store.abspath(f.path), f.path, f.sha256, f.size)]
+            return [
+                validate_entry(
+                    self.store.abspath(f.path), f.path, f.sha256, f.size, store=self.store, ref=ref
+                )
+            ]
         if request.fmt == "onnx" and manifest.framework == "pytorch":
             from ..staging.torchscript_onnx import export_torchscript, is_torchscript
 

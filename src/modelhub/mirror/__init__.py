@@ -1,4 +1,4 @@
-"""``modelhub serve``: the store served in every hub's protocol (see ARCHITECTURE.md).
+"""``modelhub serve``: the store served in every hub's protocol (README, "The mirror").
 
 Public API::
 

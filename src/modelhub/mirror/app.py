@@ -2,7 +2,9 @@
 
 Read-only: only GET and HEAD are routed (anything else is 405), and every route answers from
 the :class:`~modelhub.mirror.index.StoreIndex` of manifest-listed files. Unknown paths get a
-bare 404.
+bare 404. The mirror keeps no per-request state: a caller that wants to see the requests (a
+test counting them) passes ``make_app(..., on_request=...)`` or ``BackgroundMirror(...,
+record=True)``; ``serve()`` never records.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
-from .hf import HfRoutes
+from .. import registry
 from .index import StoreIndex
-from .onnx_zoo import OnnxRoutes
-from .plain import PlainRoutes
-from .tfhub import SavedModelRoutes
+from .plain import OmnihubRoutes
+from .routes import hub_routes
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i"'
 INDEX_KEY = web.AppKey("modelhub_index", StoreIndex)
-# Every request seen, as (method, path with query): how tests prove a cache hit made none.
-REQUESTS_KEY = web.AppKey("modelhub_requests", list[tuple[str, str]])
+# Told (method, path with query) of every request, before it is handled.
+RequestHook = Callable[[str, str], None]
 
 log = logging.getLogger("modelhub.mirror")
 
@@ -43,34 +45,41 @@ async def _bare_errors(request: web.Request, handler: Callable[..., object]) -> 
         raise
 
 
-@web.middleware
-async def _record(request: web.Request, handler: Callable[..., object]) -> web.StreamResponse:
-    request.app[REQUESTS_KEY].append((request.method, request.path_qs))
-    return await handler(request)  # type: ignore[misc, no-any-return]
+def _telling(on_request: RequestHook) -> Middleware:
+    """A middleware that tells ``on_request`` of every request; it keeps nothing itself."""
+
+    @web.middleware
+    async def tell(request: web.Request, handler: Handler) -> web.StreamResponse:
+        on_request(request.method, request.path_qs)
+        return await handler(request)
+
+    return tell
 
 
 async def _root(request: web.Request) -> web.Response:
-    return web.Response(
-        text="modelhub mirror: /hf /tfhub /kaggle/models /onnx /torch /keras /omnihub\n"
-    )
+    paths = " ".join(f"/{row.mirror}" for row in registry.rows() if row.mirror)
+    return web.Response(text=f"modelhub mirror: {paths} /omnihub\n")
 
 
-def make_app(root: Path, *, tree_page_size: int = 1000) -> web.Application:
+def make_app(
+    root: Path, *, tree_page_size: int = 1000, on_request: RequestHook | None = None
+) -> web.Application:
     """The mirror of the store at ``root`` as an aiohttp application.
 
     ``tree_page_size`` caps the entries of one Hugging Face tree page (the Hub's own cap is
-    1000; tests lower it to exercise pagination).
+    1000; tests lower it to exercise pagination). ``on_request(method, path_qs)`` is called
+    for every request (tests keep their own log with it); without it the application keeps
+    nothing per request.
     """
     root = Path(root).expanduser().absolute()
     index = StoreIndex(root)
-    app = web.Application(middlewares=[_record, _bare_errors])
+    middlewares: list[Middleware] = [] if on_request is None else [_telling(on_request)]
+    app = web.Application(middlewares=[*middlewares, _bare_errors])
     app[INDEX_KEY] = index
-    app[REQUESTS_KEY] = []
     app.router.add_get("/", _root)
-    HfRoutes(index, page_size=tree_page_size).add_to(app)
-    SavedModelRoutes(index, root).add_to(app)
-    OnnxRoutes(index).add_to(app)
-    PlainRoutes(index).add_to(app)
+    for routes in hub_routes(index, root, tree_page_size):
+        routes.add_to(app)
+    OmnihubRoutes(index).add_to(app)
     return app
 
 
@@ -144,10 +153,20 @@ def serve(
 
 
 class BackgroundMirror:
-    """A mirror in a daemon thread, random port: ``with BackgroundMirror(root) as url: ...``."""
+    """A mirror in a daemon thread, random port: ``with BackgroundMirror(root) as url: ...``.
+
+    ``record=True`` keeps (method, path?query) of every request in :attr:`requests`, for tests
+    that count requests; without it nothing is kept per request and ``requests`` is absent.
+    """
 
     def __init__(
-        self, root: Path, host: str = "127.0.0.1", port: int = 0, *, tree_page_size: int = 1000
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tree_page_size: int = 1000,
+        record: bool = False,
     ) -> None:
         self.root, self.host, self.port = Path(root), host, port
         self.tree_page_size = tree_page_size
@@ -157,13 +176,23 @@ class BackgroundMirror:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
-        self.app = make_app(self.root, tree_page_size=self.tree_page_size)
+        self._seen: list[tuple[str, str]] | None = [] if record else None
+        self.app = make_app(
+            self.root, tree_page_size=tree_page_size, on_request=self._note if record else None
+        )
+
+    def _note(self, method: str, path_qs: str) -> None:
+        if self._seen is not None:
+            self._seen.append((method, path_qs))
 
     @property
     def requests(self) -> list[tuple[str, str]]:
-        """(method, path?query) of every request served so far."""
-        seen: list[tuple[str, str]] = self.app[REQUESTS_KEY]
-        return seen.copy()
+        """(method, path?query) of every request served so far (``record=True`` only)."""
+        if self._seen is None:
+            raise AttributeError(
+                "this BackgroundMirror keeps no requests: make it with record=True to count them"
+            )
+        return self._seen.copy()
 
     def _run(self) -> None:
         async def main() -> None:

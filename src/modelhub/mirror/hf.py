@@ -20,6 +20,12 @@ Read from huggingface_hub 2.x (``hf_api.py``, ``file_download.py``, ``_snapshot_
 
 Every file is described as an LFS file: ``oid`` is the git blob id of its LFS pointer (as on
 the Hub), so the listing needs no hashing beyond the manifest's sha256.
+
+A legacy one-part repo id (``gpt2``) is served at ``/api/models/gpt2[/...]`` and
+``/gpt2/resolve/...``, and also under the id the Hub answered with when it was pulled
+(``openai-community/gpt2``, the manifest's ``repo_id``), which the model info names as its ``id``,
+as the Hub does. The files of a file or folder reference (``hf:ORG/NAME:PATH``) join the
+revision of their commit.
 """
 
 from __future__ import annotations
@@ -30,8 +36,21 @@ from typing import Any
 
 from aiohttp import web
 
+from ..refgrammar import is_name
+from ..refs import ModelRef
+from ..store import Manifest, layout
 from .http_files import not_found, quote_etag, send_file
-from .index import HfRepo, HfRevision, ServedFile, Snapshot, StoreIndex
+from .index import (
+    HEX40,
+    HfRepo,
+    HfRevision,
+    ServedFile,
+    Snapshot,
+    derived_commit,
+    folder_of,
+    under,
+)
+from .routes import HubRoutes
 from .urlpath import decode_segment, join_safe, raw_segments
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -181,39 +200,94 @@ def tree_entries(rev: HfRevision, base: str, recursive: bool, expand: bool) -> l
     return [entry for _, entry in entries]
 
 
-class HfRoutes:
-    """Handlers for ``/hf/...``; ``page_size`` caps tree pages (the Hub uses 1000)."""
+def _repo_id_ok(repo_id: str) -> bool:
+    """A repo id of one or two safe name segments."""
+    parts = repo_id.split("/")
+    return len(parts) <= 2 and all(is_name(p) for p in parts)
 
-    def __init__(self, index: StoreIndex, page_size: int = 1000) -> None:
-        self.index = index
-        self.page_size = max(1, page_size)
+
+def _split_repo(snap: Snapshot, raw: list[str], *views: str) -> tuple[str, list[str]] | None:
+    """``raw`` (still encoded) split into a repo id and what follows it: ``ORG/NAME`` when the
+    store holds that repo, else a legacy one-part id (``gpt2``) when one of ``views`` follows it
+    (``/api/models/gpt2/revision/main``, ``/gpt2/resolve/main/config.json``) or nothing does,
+    else ``ORG/NAME``. None when a segment is unsafe."""
+    decoded = [decode_segment(p) for p in raw[:2]]
+    if decoded[0] is None:
+        return None
+    two = f"{decoded[0]}/{decoded[1]}" if len(decoded) == 2 and decoded[1] is not None else None
+    if two is not None and two in snap.hf:
+        return two, raw[2:]
+    if len(raw) == 1 or raw[1] in views:
+        return decoded[0], raw[1:]
+    return (two, raw[2:]) if two is not None else None
+
+
+class HfRoutes(HubRoutes):
+    """Handlers for ``/<mirror path>/...`` (``/hf``); ``page_size`` caps tree pages (the Hub
+    uses 1000)."""
+
+    def collect(
+        self, snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
+    ) -> None:
+        """Index the model's snapshot under its repo id (and the id the Hub answered with, for
+        a legacy one: ``gpt2`` is also ``openai-community/gpt2``), by commit and by branch
+        names. A file or folder reference adds its files to its commit's revision."""
+        if not self.mine(ref):
+            return
+        if ref.entry is None:
+            folder = folder_of(manifest, ref)
+        else:
+            folder = layout.model_dir(ModelRef(ref.hub, ref.name, ref.revision))
+        files = under(own, folder)
+        if not files:
+            return
+        commit = manifest.revision if HEX40.fullmatch(manifest.revision) else derived_commit(files)
+        branch = manifest.details.get("branch")
+        names = {str(branch)} if isinstance(branch, str) and branch else set()
+        names.add(ref.revision or "main")
+        answered = manifest.details.get("repo_id")
+        canonical = answered if isinstance(answered, str) and _repo_id_ok(answered) else ref.name
+        for repo_id in dict.fromkeys((ref.name, canonical)):
+            repo = snap.hf.setdefault(repo_id, HfRepo(repo_id))
+            rev = repo.by_commit.get(commit)
+            if rev is None:
+                rev = HfRevision(canonical, commit, set(), {}, manifest.created, manifest.details)
+                repo.by_commit[commit] = rev
+            for path, served in files.items():
+                rev.files.setdefault(path, served)
+            for name in names - {commit}:
+                previous = repo.by_name.get(name)
+                # Two manifests naming one branch: the newer one is what the branch points to.
+                if previous is None or previous.last_modified <= manifest.created:
+                    repo.by_name[name] = rev
+                rev.names.add(name)
 
     def add_to(self, app: web.Application) -> None:
         """Register the routes (GET answers HEAD too)."""
-        app.router.add_get("/hf/{tail:.*}", self.handle)
+        app.router.add_get(f"{self.prefix}/{{tail:.*}}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Dispatch on the raw path: API calls or a file resolve."""
         raw = raw_segments(request.raw_path)
-        if raw is None or len(raw) < 2:
+        if raw is None or len(raw) < self.depth + 1:
             return not_found()
-        raw = raw[1:]  # drop "hf"
+        raw = raw[self.depth :]  # drop the mirror path
         snap = await self.index.snapshot()
         if raw[0] == "api":
             return self._api(request, snap, raw[1:])
-        if len(raw) >= 5 and raw[2] == "resolve":
-            return await self._resolve(request, snap, raw)
+        found = _split_repo(snap, raw, "resolve")
+        if found is not None and len(found[1]) >= 3 and found[1][0] == "resolve":
+            return await self._resolve(request, snap, *found)
         return not_found()
 
     # --- /api/models/... ---------------------------------------------------------------------
     def _api(self, request: web.Request, snap: Snapshot, raw: list[str]) -> web.StreamResponse:
-        if len(raw) < 3 or raw[0] != "models":
+        if len(raw) < 2 or raw[0] != "models":
             return not_found()
-        org, name = decode_segment(raw[1]), decode_segment(raw[2])
-        if org is None or name is None:
+        found = _split_repo(snap, raw[1:], "revision", "tree")
+        if found is None:
             return not_found()
-        repo_id = f"{org}/{name}"
-        rest = raw[3:]
+        repo_id, rest = found
         if not rest:
             rev_name = None
         elif rest[0] in ("revision", "tree") and len(rest) >= 2:
@@ -258,21 +332,18 @@ class HfRoutes:
             headers["Link"] = f'<{next_url}>; rel="next"'
         return web.json_response(page, headers=headers)
 
-    # --- /{repo}/resolve/{rev}/{path} --------------------------------------------------------
+    # --- /{repo}/resolve/{rev}/{path} (repo: ORG/NAME, or a legacy NAME) ------------------
     async def _resolve(
-        self, request: web.Request, snap: Snapshot, raw: list[str]
+        self, request: web.Request, snap: Snapshot, repo_id: str, raw: list[str]
     ) -> web.StreamResponse:
-        org, name = decode_segment(raw[0]), decode_segment(raw[1])
-        if org is None or name is None:
-            return not_found()
-        rev_name = decode_segment(raw[3], allow_slash=True)
+        rev_name = decode_segment(raw[1], allow_slash=True)  # raw: resolve, REV, PATH...
         if rev_name is None:
-            return revision_not_found(raw[3])
-        _, rev, error = _lookup(snap, f"{org}/{name}", rev_name)
+            return revision_not_found(raw[1])
+        _, rev, error = _lookup(snap, repo_id, rev_name)
         if error is not None:
             return error
         assert rev is not None
-        parts = [decode_segment(p) for p in raw[4:]]
+        parts = [decode_segment(p) for p in raw[2:]]
         path = "/".join(p for p in parts if p is not None)
         served = rev.files.get(path) if None not in parts else None
         if served is None:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..store import Manifest, Store, layout
 
 log = logging.getLogger("modelhub.mirror")
 
-_HEX40 = re.compile(r"[0-9a-f]{40}")
+HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,16 @@ class Snapshot:
     onnx_entries: list[dict[str, Any]] = field(default_factory=list)
     onnx_files: dict[str, ServedFile] = field(default_factory=dict)
     zipballs: dict[tuple[str, str], ServedFile] = field(default_factory=dict)
+    #: hub name → (path under the hub's mirror path → file), for hubs served plainly.
+    plain: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
 
 
-def _folder(manifest: Manifest, ref: ModelRef) -> str:
+#: Called for every manifest while a snapshot is built: (snapshot, manifest, ref, its files).
+Collector = Callable[[Snapshot, Manifest, ModelRef, dict[str, ServedFile]], None]
+
+
+def folder_of(manifest: Manifest, ref: ModelRef) -> str:
+    """The model folder a manifest records (checked), else the layout's for ``ref``."""
     folder = manifest.details.get("folder")
     if isinstance(folder, str) and folder:
         try:
@@ -112,107 +120,23 @@ def _folder(manifest: Manifest, ref: ModelRef) -> str:
     return layout.model_dir(ref)
 
 
-def _under(files: dict[str, ServedFile], folder: str) -> dict[str, ServedFile]:
+def under(files: dict[str, ServedFile], folder: str) -> dict[str, ServedFile]:
+    """The files under ``folder``, keyed by their path inside it."""
     prefix = folder + "/"
     return {rel[len(prefix) :]: f for rel, f in files.items() if rel.startswith(prefix)}
 
 
-def _derived_commit(files: dict[str, ServedFile]) -> str:
+def derived_commit(files: dict[str, ServedFile]) -> str:
+    """A 40-hex id of a set of files (for snapshots with no real commit sha)."""
     h = hashlib.sha1(b"modelhub-hf-tree-v1\n", usedforsecurity=False)
     for rel, served in sorted(files.items()):
         h.update(f"{rel}\0{served.sha256}\0{served.size}\n".encode())
     return h.hexdigest()
 
 
-def _add_hf(snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]) -> None:
-    files = _under(own, _folder(manifest, ref))
-    if not files:
-        return
-    commit = manifest.revision if _HEX40.fullmatch(manifest.revision) else _derived_commit(files)
-    branch = manifest.details.get("branch")
-    names = {str(branch)} if isinstance(branch, str) and branch else set()
-    names.add(ref.revision or "main")
-    repo = snap.hf.setdefault(ref.name, HfRepo(ref.name))
-    rev = repo.by_commit.get(commit)
-    if rev is None:
-        rev = HfRevision(ref.name, commit, set(), files, manifest.created, manifest.details)
-        repo.by_commit[commit] = rev
-    for name in names - {commit}:
-        previous = repo.by_name.get(name)
-        # Two manifests naming one branch: the newer one is what the branch points to.
-        if previous is None or previous.last_modified <= manifest.created:
-            repo.by_name[name] = rev
-        rev.names.add(name)
-
-
-def _add_saved_model(
-    snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
-) -> None:
-    files = _under(own, _folder(manifest, ref))
-    if not files:
-        return
-    model = SavedModel(ref.hub, ref.name, ref.canonical, files, manifest.created)
-    snap.saved_models[(ref.hub, ref.name)] = model
-    version = manifest.details.get("version") or manifest.revision
-    # kaggle:O/M/F/V without a version is also reachable as .../V/<version>, as upstream.
-    if ref.hub == "kaggle" and ref.name.count("/") == 3 and str(version).isdigit():
-        snap.saved_models.setdefault((ref.hub, f"{ref.name}/{version}"), model)
-
-
-def _add_onnx(
-    snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
-) -> None:
-    models = [f for f in manifest.files if f.path.endswith(".onnx")]
-    if not models:
-        return
-    model_file = own[models[0].path]
-    details = manifest.details
-    model_path = details.get("model_path")
-    if not isinstance(model_path, str) or not model_path:
-        model_path = model_file.rel.removeprefix("onnx/")
-    try:
-        layout.check_relative(model_path)
-    except InvalidReferenceError:
-        return
-    staged = next((s for s in manifest.staged if s.format == "onnx"), None)
-    opset = details.get("opset")
-    if not isinstance(opset, int) and staged is not None:
-        opset = staged.details.get("opset")
-    io_ports = details.get("io_ports")
-    if not isinstance(io_ports, dict) and staged is not None:
-        io_ports = staged.details.get("io_ports")
-    onnx_version = details.get("onnx_version")
-    if not isinstance(onnx_version, str) and staged is not None:
-        onnx_version = staged.versions.get("onnx")
-    tags = [t for t in details.get("tags") or [] if isinstance(t, str)]
-    snap.onnx_files[model_path] = model_file
-    snap.onnx_entries.append(
-        {
-            "model": str(details.get("model") or ref.name),
-            "model_path": model_path,
-            "onnx_version": str(onnx_version or ""),
-            "opset_version": int(opset) if isinstance(opset, int) else 0,
-            "metadata": {
-                "model_sha": model_file.sha256,
-                "model_bytes": model_file.size,
-                "tags": tags,
-                "io_ports": io_ports or {"inputs": [], "outputs": []},
-            },
-        }
-    )
-
-
-def _add_zipball(snap: Snapshot, manifest: Manifest, ref: ModelRef) -> None:
-    rel = manifest.details.get("zipball")
-    if not isinstance(rel, str) or rel not in snap.by_rel:
-        return
-    for git_ref in (ref.revision, manifest.details.get("git_ref"), manifest.revision):
-        if isinstance(git_ref, str) and git_ref:
-            snap.zipballs.setdefault((ref.name, git_ref), snap.by_rel[rel])
-
-
-def build_snapshot(root: Path) -> Snapshot:
-    """Read every manifest under ``root`` and index what the mirror may serve."""
+def build_snapshot(root: Path, collectors: Sequence[Collector] = ()) -> Snapshot:
+    """Read every manifest under ``root`` and index what the mirror may serve: every file a
+    manifest lists by its store path, and whatever each hub's routes ``collectors`` add."""
     snap = Snapshot()
     store = Store(root)
     loaded: list[tuple[Manifest, ModelRef, dict[str, ServedFile]]] = []
@@ -220,9 +144,7 @@ def build_snapshot(root: Path) -> Snapshot:
         try:
             ref = parse(manifest.ref)
             own = {}
-            for rel, sha, size in [(f.path, f.sha256, f.size) for f in manifest.files] + [
-                (s.path, s.sha256, s.size) for s in manifest.staged
-            ]:
+            for rel, sha, size in manifest.records():
                 own[rel] = ServedFile(rel, store.abspath(rel), sha, size)
         except InvalidReferenceError as exc:
             log.warning("skipping manifest %s: %s", path.name, exc)
@@ -238,14 +160,8 @@ def build_snapshot(root: Path) -> Snapshot:
         loaded.append((manifest, ref, own))
     for manifest, ref, own in loaded:
         own = {rel: f for rel, f in own.items() if snap.by_rel[rel].size >= 0}
-        if ref.hub == "hf":
-            _add_hf(snap, manifest, ref, own)
-        elif ref.hub in ("tfhub", "kaggle"):
-            _add_saved_model(snap, manifest, ref, own)
-        elif ref.hub == "onnx":
-            _add_onnx(snap, manifest, ref, own)
-        elif ref.is_torch_hub:
-            _add_zipball(snap, manifest, ref)
+        for collect in collectors:
+            collect(snap, manifest, ref, own)
     snap.by_rel = {rel: f for rel, f in snap.by_rel.items() if f.size >= 0}
     snap.onnx_entries.sort(key=lambda e: (e["model"], e["opset_version"], e["model_path"]))
     return snap
@@ -254,8 +170,10 @@ def build_snapshot(root: Path) -> Snapshot:
 class StoreIndex:
     """The current :class:`Snapshot` of a store, rebuilt when its manifests change."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, collectors: Sequence[Collector] = ()) -> None:
         self.root = Path(root)
+        #: Each hub's routes add what they serve to every snapshot (see build_snapshot).
+        self.collectors: list[Collector] = list(collectors)
         self._manifests = self.root / layout.MANIFESTS
         self._snapshot: Snapshot | None = None
         self._stamp: tuple[Any, ...] | None = None
@@ -289,7 +207,9 @@ class StoreIndex:
             stamp = self.stamp()
             if self._snapshot is None or stamp != self._stamp:
                 loop = asyncio.get_running_loop()
-                snap = await loop.run_in_executor(None, build_snapshot, self.root)
+                snap = await loop.run_in_executor(
+                    None, build_snapshot, self.root, list(self.collectors)
+                )
                 self._snapshot, self._stamp = snap, stamp
                 log.debug("index rebuilt: %d files", len(snap.by_rel))
             assert self._snapshot is not None

@@ -1,10 +1,14 @@
-"""``/tfhub/{handle}`` and ``/kaggle/models/{handle}``: a SavedModel as one tar.gz.
+"""``/tfhub/{handle}`` (and, through :mod:`.kaggle`, ``/kaggle/models/{handle}``): a
+SavedModel as one tar.gz, a TFLite model as its ``.tflite`` file, a TF.js model as its files.
 
 tensorflow_hub 0.16.1 (``compressed_module_resolver.py``, ``resolver.py``, ``file_utils.py``)
 appends ``?tf-hub-format=compressed`` to any http(s) handle, opens it with ``urllib`` (no
 timeout) and reads the body with ``tarfile.open(mode="r|*")``: members must be regular files
 or folders (a link is an error), named relative to the model folder. Kaggle Models answers the
-same query on ``/models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION``.
+same query on ``/models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION``. The other forms tfhub.dev
+served: ``{handle}?lite-format=tflite`` answers a TFLite model's ``.tflite`` file, and
+``{handle}/{file}?tfjs-format=file`` each file of a TF.js model (``model.json`` and the weight
+shards it names; tfjs-converter ``graph_model.ts`` / tfjs-core ``io/http.ts``).
 
 The archive is deterministic (sorted members, fixed owners, modes and mtimes, gzip header
 without name or time), so its identity is a digest of the manifest's file hashes. The first
@@ -33,10 +37,12 @@ from typing import IO, Any
 
 from aiohttp import hdrs, web
 
-from ..refs import parse
-from ..store import layout
+from ..refs import ModelRef, parse
+from ..registry import HubRow
+from ..store import Manifest, layout
 from .http_files import not_found, quote_etag, send_file
-from .index import SavedModel, ServedFile, StoreIndex
+from .index import SavedModel, ServedFile, Snapshot, StoreIndex, folder_of, under
+from .routes import HubRoutes
 from .urlpath import segments
 
 log = logging.getLogger("modelhub.mirror")
@@ -78,6 +84,29 @@ def write_archive(model: SavedModel, out: IO[bytes]) -> None:
                 info = tarfile.TarInfo(rel)
                 info.size, info.mode, info.mtime = served.size, 0o644, mtime
                 tar.addfile(info, fh)
+
+
+FORMAT = "tf-hub-format"
+LITE_FORMAT = "lite-format"
+TFJS_FORMAT = "tfjs-format"
+
+
+def _tflite_files(model: SavedModel) -> list[ServedFile]:
+    return [f for rel, f in sorted(model.files.items()) if rel.lower().endswith(".tflite")]
+
+
+def _description(hub: str, handle: str, model: SavedModel) -> str:
+    """The short text a browser gets for a handle: what it is and how to download it."""
+    if _tflite_files(model):
+        kind, how = "TFLite", "?lite-format=tflite"
+    elif "model.json" in model.files:
+        kind, how = "TF.js", "model.json?tfjs-format=file and the files it names"
+    else:
+        kind, how = "SavedModel", "?tf-hub-format=compressed"
+    return (
+        f"{hub}:{handle} ({kind}, {len(model.files)} files) served by modelhub.\n"
+        f"Download it with {how}\n"
+    )
 
 
 def _intact(model: SavedModel) -> bool:
@@ -224,25 +253,37 @@ def _produce(
         done(error)
 
 
-class SavedModelRoutes:
-    """Handlers for ``/tfhub/{handle}`` and ``/kaggle/models/{handle}``."""
+class SavedModelRoutes(HubRoutes):
+    """Handlers for ``/<mirror path>/<handle_prefix>/{handle}`` (``/tfhub/{handle}``)."""
 
-    def __init__(self, index: StoreIndex, root: Path) -> None:
-        self.index = index
+    #: Path segments between the mirror path and the handle (Kaggle: ``models``).
+    handle_prefix: tuple[str, ...] = ()
+
+    def __init__(self, index: StoreIndex, row: HubRow, root: Path, page_size: int = 1000) -> None:
+        super().__init__(index, row, root, page_size)
         self.cache = ArchiveCache(root)
+
+    def collect(
+        self, snap: Snapshot, manifest: Manifest, ref: ModelRef, own: dict[str, ServedFile]
+    ) -> None:
+        """Index the model's SavedModel folder under its handle."""
+        if not self.mine(ref):
+            return
+        files = under(own, folder_of(manifest, ref))
+        if not files:
+            return
+        model = SavedModel(ref.hub, ref.name, ref.canonical, files, manifest.created)
+        snap.saved_models[(ref.hub, ref.name)] = model
 
     def add_to(self, app: web.Application) -> None:
         """Register the routes (GET answers HEAD too)."""
-        app.router.add_get("/tfhub/{tail:.*}", self.tfhub)
-        app.router.add_get("/kaggle/models/{tail:.*}", self.kaggle)
+        base = "/".join([self.prefix, *self.handle_prefix])
+        app.router.add_get(f"{base}/{{tail:.*}}", self.handle)
 
-    async def tfhub(self, request: web.Request) -> web.StreamResponse:
-        """A TF Hub handle."""
-        return await self._handle(request, "tfhub", segments(request.raw_path, 1))
-
-    async def kaggle(self, request: web.Request) -> web.StreamResponse:
-        """A Kaggle Models handle."""
-        return await self._handle(request, "kaggle", segments(request.raw_path, 2))
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A handle of this hub."""
+        skip = self.depth + len(self.handle_prefix)
+        return await self._handle(request, self.row.name, segments(request.raw_path, skip))
 
     async def _handle(
         self, request: web.Request, hub: str, parts: list[str] | None
@@ -253,17 +294,35 @@ class SavedModelRoutes:
         snap = await self.index.snapshot()
         model = snap.saved_models.get((hub, handle))
         if model is None:
-            return not_found()
-        fmt = request.query.get("tf-hub-format")
+            return await self._model_file(request, snap, hub, parts)
+        lite = request.query.get(LITE_FORMAT)
+        if lite is not None:
+            tflite = _tflite_files(model)
+            if lite != "tflite" or len(tflite) != 1:
+                return not_found(text=f"{hub}:{handle} has no TFLite file to serve\n")
+            return await send_file(request, tflite[0])
+        fmt = request.query.get(FORMAT)
         if fmt is None:
-            # What a browser gets: a short description, never the archive.
-            return web.Response(
-                text=f"{hub}:{handle} (SavedModel, {len(model.files)} files) served by modelhub.\n"
-                "Download it with ?tf-hub-format=compressed\n"
-            )
+            # What a browser gets: a short description, never the model.
+            return web.Response(text=_description(hub, handle, model))
         if fmt != "compressed":
             return not_found(text=f"format {fmt!r} is not served here; use compressed")
         return await self.archive(request, model)
+
+    async def _model_file(
+        self, request: web.Request, snap: Snapshot, hub: str, parts: list[str]
+    ) -> web.StreamResponse:
+        """``{handle}/{file}``: one file of a model's folder (how TF.js loads model.json and
+        its weight shards, with ``?tfjs-format=file``)."""
+        query = request.query
+        if query.get(TFJS_FORMAT, "file") != "file" or LITE_FORMAT in query or FORMAT in query:
+            return not_found()
+        for cut in range(len(parts) - 1, 0, -1):
+            model = snap.saved_models.get((hub, "/".join(parts[:cut])))
+            if model is not None:
+                served = model.files.get("/".join(parts[cut:]))
+                return not_found() if served is None else await send_file(request, served)
+        return not_found()
 
     async def archive(self, request: web.Request, model: SavedModel) -> web.StreamResponse:
         """The tar.gz of ``model``: from the cache, else streamed (and cached on the way)."""

@@ -18,9 +18,9 @@ import threading
 import time
 import uuid
 
-from ..errors import ModelhubError, StoreConflictError
+from ..errors import ModelhubError, PreconditionFailed, StoreConflictError
 from ..refs import ModelRef
-from .objects import Head, PreconditionFailed, S3Objects
+from .objects import Head, S3Objects
 
 
 class Lease:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._http import DIRECT_MIN, Sink, alloc_buffer, direct_io_ok
 from ..errors import (
     AuthError,
     HTTPStatusError,
@@ -30,10 +29,12 @@ from ..errors import (
     ModelhubError,
     NetworkError,
     NotFoundError,
-    StoreConflictError,
+    ObjectMissing,
+    PreconditionFailed,
     UnsupportedError,
     UsageError,
 )
+from ..sink import DIRECT_MIN, Sink, alloc_buffer, direct_io_ok
 from ..store.layout import check_relative
 
 SCHEME = "s3://"
@@ -74,17 +75,6 @@ _CONNECT_ERRORS = frozenset(
         "TimeoutError",
     }
 )
-
-
-class PreconditionFailed(StoreConflictError):
-    """A conditional write was refused (412, 409 ConditionalRequestConflict, If-Match on nothing).
-
-    The publication protocol catches it: it means another writer got there first.
-    """
-
-
-class ObjectMissing(NotFoundError):
-    """The object does not exist (404)."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..errors import HashMismatchError, IntegrityError, SizeMismatchError, StoreConflictError
+from ..errors import (
+    HashMismatchError,
+    IntegrityError,
+    PreconditionFailed,
+    SizeMismatchError,
+    StoreConflictError,
+)
 from ..refs import ModelRef, parse
 from ..store import Manifest, Store
 from ..store.files import sha256_file
 from ..store.layout import MANIFESTS, lock_path, manifest_path
 from .lease import Lease
-from .objects import PreconditionFailed, S3Objects
+from .objects import S3Objects
 
 LEASE_SECONDS = 60.0
 SETTLE_SECONDS = 0.5
@@ -267,11 +273,9 @@ def remote_store(url: str | None = None) -> RemoteStore:
 
 
 def _entries(manifest: Manifest) -> list[tuple[str, str, int]]:
-    """(path, sha256, size) of every file and staged artifact, each path once."""
+    """(path, sha256, size) of every file, staged artifact and fixture, each path once."""
     seen: dict[str, tuple[str, int]] = {}
-    for rel, sha, size in [(f.path, f.sha256, f.size) for f in manifest.files] + [
-        (s.path, s.sha256, s.size) for s in manifest.staged
-    ]:
+    for rel, sha, size in manifest.records():
         if rel in seen and seen[rel] != (sha, size):
             raise IntegrityError(f"manifest of {manifest.ref} lists {rel} twice, differently")
         seen[rel] = (sha, size)

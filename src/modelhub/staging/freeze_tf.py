@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._frameworks import settle
 from ..errors import IntegrityError, StagingError
-from .parity import DEFAULT_TOLERANCE, compare
+from ..frameworks.tf_env import quiet_tf
+from .parity import DEFAULT_TOLERANCE, compare, write_fixture
 
 VARIABLE_OPS = frozenset(
     {
@@ -47,21 +47,8 @@ class Frozen:
     parity: dict[str, Any]
     loader: str  # "tf2" or "tf1"
     versions: dict[str, str]
-
-
-@contextlib.contextmanager
-def quiet_tf() -> Iterator[None]:
-    """Lower TensorFlow's logging for the block (it writes a lot on stderr)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    settle()
-    level = tf.get_logger().level
-    tf.get_logger().setLevel("ERROR")
-    try:
-        yield
-    finally:
-        tf.get_logger().setLevel(level)
+    #: (seeded inputs in ``inputs`` order, the SavedModel's outputs in sorted key order).
+    fixture: tuple[list[Any], list[Any]]
 
 
 def _example(dtype: Any, shape: list[int | None], rng: Any) -> Any:
@@ -246,6 +233,7 @@ def freeze_saved_model(
             parity,
             loader,
             {"tensorflow": tf.__version__},
+            ([feeds[k] for k in sorted(input_keys)], [reference[k] for k in keys]),
         )
 
 
@@ -261,6 +249,7 @@ def stage_pb(store: Any, ref: Any, saved: Path, options: Mapping[str, Any]) -> A
     sha, size = sha256_file(tmp)
     rel = layout.staged_path(ref, saved.name, "pb")
     store.publish(tmp, rel, ref, sha, size)
+    fixture = write_fixture(store, ref, rel, *frozen.fixture)
     keys = sorted(frozen.outputs)
     return StagedEntry(
         path=rel,
@@ -272,6 +261,7 @@ def stage_pb(store: Any, ref: Any, saved: Path, options: Mapping[str, Any]) -> A
         inputs=frozen.inputs,
         outputs=[frozen.outputs[k] for k in keys],
         parity=frozen.parity,
+        fixture=fixture,
         details={
             "signature": signature,
             "loader": frozen.loader,

@@ -17,6 +17,7 @@ from ..config import settings
 from ..errors import StagingError, UsageError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store, layout
+from .parity import write_fixture
 from .torch_onnx import export_module, quiet_stdout, scratch_path
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -202,6 +203,7 @@ def export_hf_onnx(
     sha, size = sha256_file(exported.path)
     rel = layout.staged_path(ref, ref.name.rsplit("/", 1)[-1], "onnx")
     store.publish(exported.path, rel, ref, sha, size)
+    fixture = write_fixture(store, ref, rel, *exported.fixture)
     versions = {**exported.versions, "transformers": transformers.__version__}
     return StagedEntry(
         path=rel,
@@ -213,6 +215,7 @@ def export_hf_onnx(
         inputs=exported.inputs,
         outputs=exported.outputs,
         parity=exported.parity,
+        fixture=fixture,
         details={
             "opset": exported.opset,
             "task": canonical_task(task),

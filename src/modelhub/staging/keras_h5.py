@@ -1,398 +1,48 @@
 """Stages ``h5``, ``keras`` and ``pb`` for Keras models: Keras Applications and full-model files.
 
-Everything here that runs Keras:
-
-- :func:`application` / :func:`discover_weights`: an application and the weights file it asks
-  ``get_file`` for, learnt from ``keras.applications`` itself (no hand-written table);
-- :func:`build_application`: the application built with ``weights="imagenet"``, its weights
-  read by Keras' own ``get_file`` from the Keras cache the hub filled (no network);
-- :func:`stage_model`: the model saved as a full model (legacy HDF5 ``.h5`` and/or ``.keras``),
-  reloaded with ``keras.models.load_model`` and checked against the model it was saved from on
-  seeded inputs; or frozen to a flat GraphDef (``pb``) through ``tf.function`` and
-  ``convert_variables_to_constants_v2`` (tf2onnx cannot read Keras 3 models) and run in a
-  fresh session against the model;
+- :func:`stage_model`: a built or loaded model saved as a full model (legacy HDF5 ``.h5``
+  and/or ``.keras``), reloaded with ``keras.models.load_model`` and checked against the model
+  it was saved from on seeded inputs; or frozen to a flat GraphDef (``pb``) through
+  ``tf.function`` and ``convert_variables_to_constants_v2`` (tf2onnx cannot read Keras 3
+  models) and run in a fresh session against the model;
 - :func:`stage_url_keras`: the same for a ``url:`` ``.h5``/``.hdf5``/``.keras`` full model;
   a weights-only file has no architecture to stage and says so.
 
+Building an application and reading Keras files is :mod:`modelhub.frameworks` knowledge.
 Staging is stateless: each call builds or loads its model, writes into the store's tmp folder,
 proves parity and only then publishes (a failed check publishes nothing).
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
 import re
-import sys
-import threading
-import warnings
-import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._frameworks import settle
-from ..errors import (
-    IntegrityError,
-    ModelhubError,
-    ModelNotFoundError,
-    StagingError,
-    UnsupportedError,
-    UsageError,
+from ..errors import StagingError, UnsupportedError
+from ..frameworks.keras_apps import parse_shape
+from ..frameworks.keras_files import (
+    first_line,
+    import_keras,
+    load_keras_model,
+    quiet_keras,
+    versions,
 )
-from .parity import DEFAULT_TOLERANCE, compare
+from .parity import DEFAULT_TOLERANCE, compare, write_fixture
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..refs import ModelRef
     from ..store import Manifest, StagedEntry, Store
 
-# TensorFlow reads this once, when Keras first imports it: set it before any Keras import here.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 # Applications are image models: an unknown spatial size becomes the ImageNet one.
 APP_UNKNOWN_DIM = 224
 # Other models (url:) get small sizes for unknown dimensions.
 UNKNOWN_DIM = 8
 PARITY_BATCH = 2
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")
-
-# ``keras.src.utils.file_utils.get_file`` is a module attribute every application looks up at
-# call time; swapping it is process-wide, so discovery and builds take turns.
-_GET_FILE_LOCK = threading.RLock()
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """The weights file an application asks Keras' ``get_file`` for."""
-
-    fname: str
-    origin: str
-    file_hash: str | None
-    cache_subdir: str
-
-    @property
-    def hash_algorithm(self) -> str | None:
-        """The algorithm of ``file_hash`` (None without one)."""
-        return hash_algorithm(self.file_hash) if self.file_hash else None
-
-
-def hash_algorithm(file_hash: str) -> str:
-    """``sha256`` for 64 hex digits, else ``md5``, as ``get_file(hash_algorithm="auto")``."""
-    return "sha256" if len(file_hash) == 64 else "md5"
-
-
-class _WeightsRequested(Exception):
-    """Raised by the discovery recorder to stop an application at its ``get_file`` call."""
-
-    def __init__(self, arguments: dict[str, Any]) -> None:
-        super().__init__("weights requested")
-        self.arguments = arguments
-
-
-# --- quiet ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def quiet_keras() -> Iterator[None]:
-    """Keep Keras/TF chatter (warnings, absl lines, stdout prints) off stdout and quieter."""
-    import logging
-
-    from .freeze_tf import quiet_tf
-
-    absl = logging.getLogger("absl")  # Keras' "saving as HDF5 is legacy" lines go through it
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        with (
-            quiet_tf(),
-            contextlib.redirect_stdout(sys.stderr),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        absl.setLevel(level)
-
-
-@contextlib.contextmanager
-def _muted_stderr_fd() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the block (not with ``MODELHUB_DEBUG=1``)."""
-    from ..config import settings
-
-    if settings().debug:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def import_keras() -> Any:
-    """Import Keras (and TensorFlow beneath it); return the module.
-
-    TensorFlow's C++ logging prints lines at import and at device discovery that no
-    environment variable silences, while modelhub's stderr carries one-line messages: the
-    first import runs with stderr muted at the file-descriptor level (errors still arrive as
-    exceptions; ``MODELHUB_DEBUG=1`` keeps everything).
-    """
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
-    import importlib.util
-
-    if importlib.util.find_spec("keras") is None:
-        from ..errors import UsageError
-
-        raise UsageError(
-            "keras: models need Keras and TensorFlow: pip install 'modelhub[tensorflow]'"
-        )
-    with _muted_stderr_fd():
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device discovery logs now, muted
-    settle()
-    return keras
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:240] if text else type(exc).__name__
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a staged Keras file depends on."""
-    import h5py
-
-    keras = import_keras()
-
-    found = {"keras": keras.__version__, "h5py": h5py.__version__}
-    if "tensorflow" in sys.modules:
-        found["tensorflow"] = sys.modules["tensorflow"].__version__
-    return found
-
-
-# --- applications -----------------------------------------------------------------------------
-def application_names() -> list[str]:
-    """Every application ``keras.applications`` exports (its public builder functions)."""
-    keras = import_keras()
-
-    return sorted(
-        name
-        for name in dir(keras.applications)
-        if name[:1].isupper() and callable(getattr(keras.applications, name))
-    )
-
-
-def application(name: str) -> Callable[..., Any]:
-    """The builder ``keras.applications.<name>``.
-
-    Raises ModelNotFoundError (exit 3) naming the closest applications when there is none.
-    """
-    import difflib
-
-    keras = import_keras()
-
-    names = application_names()
-    if name in names:
-        return getattr(keras.applications, name)  # type: ignore[no-any-return]
-    same_case = [n for n in names if n.lower() == name.lower()]
-    close = same_case or difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f" (e.g. {', '.join(names[:6])})"
-    raise ModelNotFoundError(f"keras.applications has no {name!r}{hint}")
-
-
-def _call_application(name: str, kwargs: Mapping[str, Any]) -> Any:
-    builder = application(name)
-    try:
-        return builder(weights="imagenet", **dict(kwargs))
-    except _WeightsRequested:
-        raise
-    except (ValueError, TypeError) as exc:
-        # Keras validates the options (input sizes, alpha values) with ValueError.
-        raise UsageError(f"keras.applications.{name}: {_first_line(exc)}") from None
-
-
-@contextlib.contextmanager
-def _get_file_replaced(replacement: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
-    """Swap Keras' ``get_file`` for ``replacement`` in the block; yield the original."""
-    import_keras()
-    from keras.src.utils import file_utils
-
-    with _GET_FILE_LOCK:
-        original = file_utils.get_file
-        file_utils.get_file = replacement
-        try:
-            yield original
-        finally:
-            file_utils.get_file = original
-
-
-def discover_weights(name: str, kwargs: Mapping[str, Any]) -> WeightsFile:
-    """The weights file (name, origin URL, hash, cache folder) application ``name`` expects.
-
-    Keras 3 publishes no registry of these: each application computes the file name from its
-    options (alpha, input size, include_top) and passes it, with the origin URL and the hash,
-    straight to ``keras.src.utils.file_utils.get_file`` (looked up as a module attribute at call
-    time). So the application is built with ``weights="imagenet"`` while ``get_file`` is
-    replaced by a recorder that keeps the arguments and aborts the build before anything is
-    read or downloaded. This is discovery, not a test double: the values come from the
-    installed Keras' own code, for exactly these options.
-
-    Raises ModelNotFoundError for an unknown application, UsageError for options Keras
-    rejects, StagingError if the application never asks for a weights file.
-    """
-    import_keras()
-    from keras.src.utils import file_utils
-
-    signature = inspect.signature(file_utils.get_file)
-
-    def recorder(*args: Any, **kw: Any) -> Any:
-        raise _WeightsRequested(dict(signature.bind(*args, **kw).arguments))
-
-    with quiet_keras(), _get_file_replaced(recorder):
-        try:
-            _call_application(name, kwargs)
-        except _WeightsRequested as found:
-            args = found.arguments
-        else:
-            raise StagingError(f"keras.applications.{name} loaded no weights file")
-    origin = str(args.get("origin") or "")
-    fname = str(args.get("fname") or origin.rsplit("/", 1)[-1])
-    file_hash = args.get("file_hash") or args.get("md5_hash")
-    return WeightsFile(
-        fname=fname,
-        origin=origin,
-        file_hash=str(file_hash).lower() if file_hash else None,
-        cache_subdir=str(args.get("cache_subdir") or "datasets"),
-    )
-
-
-def build_application(
-    name: str, kwargs: Mapping[str, Any], weights: WeightsFile, cache_dir: Path
-) -> Any:
-    """Build application ``name`` with ``weights="imagenet"``, its weights from ``cache_dir``.
-
-    Keras' own ``get_file`` finds the file at ``cache_dir/<cache_subdir>/<fname>`` (and checks
-    its hash when it has one). It is called with ``cache_dir`` pinned because Keras reads
-    ``KERAS_HOME`` once, at import, while modelhub placed the file where ``KERAS_HOME`` points
-    now. The file must be there: nothing is downloaded while building.
-
-    Raises StagingError when the file is missing or the application asks for another file.
-    """
-    expected = cache_dir / weights.cache_subdir / weights.fname
-    if not expected.is_file():
-        raise StagingError(f"{weights.fname} is not in the Keras cache at {expected.parent}")
-    import_keras()
-    from keras.src.utils import file_utils
-
-    original = file_utils.get_file
-    signature = inspect.signature(original)
-
-    def pinned(*args: Any, **kw: Any) -> Any:
-        arguments = dict(signature.bind(*args, **kw).arguments)
-        if arguments.get("fname") != weights.fname:
-            raise StagingError(
-                f"keras.applications.{name} asked for {arguments.get('fname')!r}, "
-                f"not the fetched {weights.fname!r}"
-            )
-        arguments["cache_dir"] = str(cache_dir)
-        arguments["force_download"] = False
-        return original(**arguments)
-
-    with quiet_keras(), _get_file_replaced(pinned):
-        try:
-            return _stable_input_names(_call_application(name, kwargs))
-        except ModelhubError:
-            raise
-        except Exception as exc:
-            raise StagingError(
-                f"keras.applications.{name} could not load {weights.fname}: {_first_line(exc)}"
-            ) from None
-
-
-def _stable_input_names(model: Any) -> Any:
-    """Undo Keras' per-process numbering of the applications' unnamed inputs.
-
-    Keras names an unnamed Input ``input_layer``, then ``input_layer_1``, ``_2``... for each
-    model built in the process (discovery builds one too), so the staged files and the manifest
-    would depend on what ran before. The names are reset to ``input_layer``.
-    """
-    keras = import_keras()
-
-    inputs = [layer for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
-    others = {layer.name for layer in model.layers} - {layer.name for layer in inputs}
-    for i, layer in enumerate(inputs):
-        wanted = "input_layer" if len(inputs) == 1 else f"input_layer_{i}"
-        if re.fullmatch(r"input_layer(_\d+)?", layer.name) and wanted not in others:
-            layer.name = wanted
-    return model
-
-
-# --- files ------------------------------------------------------------------------------------
-def is_hdf5(path: Path) -> bool:
-    """True when ``path`` starts like an HDF5 file (the signature may sit at 0, 512, 1024...)."""
-    with open(path, "rb") as fh:
-        for offset in (0, 512, 1024, 2048):
-            fh.seek(offset)
-            if fh.read(8) == HDF5_MAGIC:
-                return True
-    return False
-
-
-def keras_file_kind(path: Path) -> str:
-    """``"model"`` for a full model (architecture + weights), ``"weights"`` for weights only.
-
-    A legacy HDF5 full model carries a ``model_config`` attribute; a ``.keras`` archive a
-    ``config.json``. Raises IntegrityError for a file that is neither HDF5 nor a zip.
-    """
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return "model" if "config.json" in archive.namelist() else "weights"
-    if not is_hdf5(path):
-        raise IntegrityError(f"{path.name} is neither an HDF5 file nor a .keras archive")
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        return "model" if "model_config" in h5.attrs else "weights"
-
-
-def weights_only_note(path: Path) -> str | None:
-    """The note for a manifest when ``path`` holds weights only (None for a full model)."""
-    if keras_file_kind(path) == "model":
-        return None
-    return (
-        f"{path.name} holds weights only (no architecture): it is stored as it is; "
-        "staging needs a full model (model.save) or keras:NAME for a Keras application"
-    )
-
-
-def load_keras_model(path: Path) -> Any:
-    """Open a full Keras model file (``.h5``/``.hdf5``/``.keras``) with ``keras.models.load_model``.
-
-    ``safe_mode`` stays on: a Lambda layer's Python code is refused, not run. Raises
-    UnsupportedError for a weights-only file, StagingError when Keras cannot load it.
-    """
-    if keras_file_kind(path) != "model":
-        raise UnsupportedError(weights_only_note(path) or f"{path.name} is not a full model")
-    keras = import_keras()
-
-    with quiet_keras():
-        try:
-            return keras.models.load_model(str(path), compile=False)
-        except Exception as exc:
-            raise StagingError(f"keras cannot load {path.name}: {_first_line(exc)}") from None
 
 
 # --- parity inputs and runs -------------------------------------------------------------------
@@ -470,12 +120,14 @@ def _publish(
     outputs: list[str],
     parity: dict[str, Any],
     details: dict[str, Any],
+    fixture: tuple[Sequence[Any], Sequence[Any]],
 ) -> StagedEntry:
     from ..store import StagedEntry
     from ..store.files import sha256_file
 
     sha, size = sha256_file(tmp)
     store.publish(tmp, rel, ref, sha, size)
+    fixture_record = write_fixture(store, ref, rel, *fixture)
     return StagedEntry(
         path=rel,
         format=fmt,
@@ -487,6 +139,7 @@ def _publish(
         outputs=outputs,
         parity=parity,
         details=details,
+        fixture=fixture_record,
     )
 
 
@@ -517,9 +170,7 @@ def save_full(
                 model.save(str(tmp))
                 reloaded = keras.models.load_model(str(tmp), compile=False)
             except Exception as exc:
-                raise StagingError(
-                    f"{ref}: saving as {suffix} failed: {_first_line(exc)}"
-                ) from None
+                raise StagingError(f"{ref}: saving as {suffix} failed: {first_line(exc)}") from None
         names = output_names(model)
         parity = compare(
             reference,
@@ -530,7 +181,17 @@ def save_full(
         )
         converter = "keras.Model.save (legacy HDF5)" if fmt == "h5" else "keras.Model.save"
         return _publish(
-            store, ref, tmp, rel, fmt, converter, input_names(model), names, parity, dict(details)
+            store,
+            ref,
+            tmp,
+            rel,
+            fmt,
+            converter,
+            input_names(model),
+            names,
+            parity,
+            dict(details),
+            (feeds, reference),
         )
     finally:
         tmp.unlink(missing_ok=True)
@@ -591,7 +252,7 @@ def freeze_model(
             concrete = tf.function(serve).get_concrete_function(*specs)
             frozen = convert_variables_to_constants_v2(concrete)
         except Exception as exc:
-            raise StagingError(f"{ref}: freezing failed: {_first_line(exc)}") from None
+            raise StagingError(f"{ref}: freezing failed: {first_line(exc)}") from None
         graph_def = frozen.graph.as_graph_def()
         check_flat(graph_def)
         graph_bytes = graph_def.SerializeToString()
@@ -621,6 +282,7 @@ def freeze_model(
             tensors_out,
             parity,
             extra,
+            (feeds, reference),
         )
     finally:
         tmp.unlink(missing_ok=True)
@@ -697,36 +359,13 @@ def stage_url_keras(
     return staged
 
 
-def parse_shape(raw: Any, rank: int = 3) -> list[int]:
-    """``"96,96,3"``, ``"96x96x3"`` or a sequence → ``[96, 96, 3]``: an input shape without
-    the batch, of ``rank`` sizes (a leading batch size, if given too, is dropped).
-
-    Raises UsageError for anything else."""
-    try:
-        if isinstance(raw, str):
-            dims = [int(x) for x in raw.replace("x", ",").split(",") if x.strip()]
-        else:
-            dims = [int(x) for x in raw]
-    except (TypeError, ValueError):
-        raise UsageError(f"--input-shape {raw!r} is not like 224,224,3") from None
-    if len(dims) == rank + 1:
-        dims = dims[1:]
-    if len(dims) != rank or any(d <= 0 for d in dims):
-        raise UsageError(f"--input-shape {raw!r} needs {rank} positive sizes, like 224,224,3")
-    return dims
-
-
 __all__ = [
-    "WeightsFile",
-    "application",
-    "application_names",
-    "build_application",
-    "discover_weights",
-    "hash_algorithm",
-    "keras_file_kind",
-    "load_keras_model",
-    "parse_shape",
+    "APP_UNKNOWN_DIM",
+    "UNKNOWN_DIM",
+    "example_inputs",
+    "freeze_model",
+    "run_model",
+    "save_full",
     "stage_model",
     "stage_url_keras",
-    "weights_only_note",
 ]

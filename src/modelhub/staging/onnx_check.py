@@ -9,12 +9,19 @@ import mmap
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IntegrityError, StagingError
 from .onnx_wire import opset_in, weights_by_reference
 
+if TYPE_CHECKING:
+    from ..refs import ModelRef
+    from ..store import StagedEntry, Store
+
 CONVERTER = "onnx.checker+shape_inference+onnxruntime"
+# ONNX files at least this large are validated in worker processes by `sync --jobs N`: the
+# checks hold the GIL (ResNet-50, 100 MB: ~0.6 s of CPU).
+HEAVY_CHECK_BYTES = 8 * 2**20
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
 
 
@@ -155,4 +162,93 @@ def validate_onnx(path: Path) -> OnnxInfo:
         opset=int(opset),
         ir_version=int(model.ir_version),
         versions={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    )
+
+
+_NUMPY_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def seeded_run(path: Path, seed: int = 0) -> tuple[list[Any], list[Any]]:
+    """Seeded inputs for the ONNX model at ``path`` and onnxruntime's outputs for them: the
+    file's own parity fixture (an ONNX source is its own staged form). Unknown dimensions are
+    1 (the first) or 8 (the others); floats are standard normal, integers 0-9.
+
+    Raises StagingError for an input type it cannot make (strings, sequences, maps).
+    """
+    import numpy as np
+
+    session = check_session(path)
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, Any] = {}
+    for port in session.get_inputs():
+        dtype = _NUMPY_TYPES.get(port.type)
+        if dtype is None:
+            raise StagingError(f"{path.name}: cannot make a seeded input of type {port.type}")
+        dims = [
+            d if isinstance(d, int) and d > 0 else (1 if i == 0 else 8)
+            for i, d in enumerate(port.shape or [])
+        ]
+        if dtype == "bool":
+            feeds[port.name] = rng.integers(0, 2, size=dims).astype(bool)
+        elif np.dtype(dtype).kind in "iu":
+            feeds[port.name] = rng.integers(0, 10, size=dims).astype(dtype)
+        else:
+            feeds[port.name] = rng.standard_normal(dims).astype(dtype)
+    outputs = session.run(None, feeds)
+    return list(feeds.values()), list(outputs)
+
+
+def validate_entry(
+    path: Path,
+    rel: str,
+    sha256: str,
+    size: int,
+    *,
+    store: Store | None = None,
+    ref: ModelRef | None = None,
+) -> StagedEntry:
+    """Validate an ONNX file already in the store (``rel``) and describe it as a staged entry
+    (the file is its own staged form: checked, not converted). With ``store`` and ``ref``, its
+    parity fixture (seeded inputs, onnxruntime's outputs) is published beside it; a model that
+    cannot be run on seeded inputs gets none (``details["fixture_error"]`` says why)."""
+    from ..store.manifest import StagedEntry as Entry
+    from .parity import write_fixture
+
+    info = validate_onnx(path)
+    fixture = None
+    notes: dict[str, Any] = {}
+    if store is not None and ref is not None:
+        try:
+            inputs, outputs = seeded_run(path)
+        except Exception as exc:  # the model's own failure to run: recorded, not fatal
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            notes["fixture_error"] = first[:240]
+        else:
+            fixture = write_fixture(store, ref, rel, inputs, outputs)
+    return Entry(
+        path=rel,
+        format="onnx",
+        sha256=sha256,
+        size=size,
+        converter=CONVERTER,
+        versions=info.versions,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        parity=None,
+        fixture=fixture,
+        details={
+            "opset": info.opset,
+            "ir_version": info.ir_version,
+            "io_ports": info.io_ports,
+            **notes,
+        },
     )

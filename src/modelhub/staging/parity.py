@@ -3,12 +3,52 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ParityError
 
+if TYPE_CHECKING:
+    from ..refs import ModelRef
+    from ..store import Store
+
 DEFAULT_TOLERANCE = 1e-4
+FIXTURE_SUFFIX = ".fixture.npz"
+
+
+def fixture_path(staged_rel: str) -> str:
+    """Where the parity fixture of the staged file ``staged_rel`` lives (beside it)."""
+    return staged_rel + FIXTURE_SUFFIX
+
+
+def write_fixture(
+    store: Store,
+    ref: ModelRef,
+    staged_rel: str,
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+) -> dict[str, Any]:
+    """Publish the parity fixture of ``staged_rel``: an ``.npz`` (uncompressed) with the seeded
+    ``inputs`` as ``input_0``, ``input_1``... and the *source's* ``outputs`` as ``output_0``...
+    (in the order of the staged entry's ``inputs``/``outputs``). Returns the manifest's
+    ``fixture`` record ``{path, sha256, size}``."""
+    import numpy as np
+
+    from ..store.files import sha256_file
+
+    arrays = {f"input_{i}": np.asarray(a) for i, a in enumerate(inputs)}
+    arrays.update({f"output_{i}": np.asarray(a) for i, a in enumerate(outputs)})
+    rel = fixture_path(staged_rel)
+    tmp = store.tmp_dir / f".fixture.{os.getpid()}.{os.urandom(4).hex()}.npz"
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+        sha, size = sha256_file(tmp)
+        store.publish(tmp, rel, ref, sha, size)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": rel, "sha256": sha, "size": size}
 
 
 def compare(

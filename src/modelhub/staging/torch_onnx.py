@@ -37,6 +37,8 @@ class Exported:
     opset: int
     parity: dict[str, Any]
     versions: dict[str, str]
+    #: (inputs, the module's outputs) of the first parity check, for the staged fixture.
+    fixture: tuple[list[Any], list[Any]]
 
 
 @contextlib.contextmanager
@@ -109,6 +111,7 @@ def export_module(
         if got != opset:
             raise StagingError(f"{what}: asked for opset {opset}, the exporter wrote {got}")
         worst: dict[str, Any] | None = None
+        fixture: tuple[list[Any], list[Any]] = ([], [])
         session = None
         for i, feed in enumerate(feeds):
             if expected is not None:
@@ -123,6 +126,8 @@ def export_module(
                 session = check_session(target, weights_in_place=True)
             onnx_feed = {n: np.asarray(feed[n].detach().cpu().numpy()) for n in names}
             actual = session.run(list(output_names), onnx_feed)
+            if i == 0:
+                fixture = ([onnx_feed[n] for n in names], reference)
             record = compare(
                 reference, actual, what=what, tolerance=tolerance, names=list(output_names)
             )
@@ -138,7 +143,7 @@ def export_module(
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    return Exported(target, names, list(output_names), got, worst, versions)
+    return Exported(target, names, list(output_names), got, worst, versions, fixture)
 
 
 def scratch_path(tmp_dir: Path, stem: str) -> Path:

@@ -1,23 +1,33 @@
-"""Stage ``onnx`` for torchvision: build the model with its verified weights, export, check parity.
+"""Stage ``onnx`` for torchvision and torch.hub: build the model, export, check parity.
 
-The weights are loaded by torchvision itself from torch's cache (where the hub placed the
-verified file), with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` so that even torch.hub's loader opens the
-pickle with ``weights_only=True``. The model is exported with a dynamic batch axis and checked
-against the torch module in eval mode on seeded inputs of two batch sizes.
+torchvision: the weights are loaded by torchvision itself from torch's cache (where the hub
+placed the verified file), with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` so that even torch.hub's
+loader opens the pickle with ``weights_only=True``. torch.hub: the trusted entrypoint runs from
+torch.hub's folder of the repository with the recorded keyword arguments, its own loads left as
+its authors wrote them, and :func:`watch_weights` notes whether it loaded any weights. The model
+is exported with a dynamic batch axis and checked against the torch module in eval mode on
+seeded inputs of two batch sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
+import threading
+import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._frameworks import torch_import_guard
-from ..errors import IntegrityError, StagingError
+from ..config import settings
+from ..errors import IntegrityError, ModelNotFoundError, NetworkError, StagingError
 from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store, layout
 from ..store.files import sha256_file
+from .parity import write_fixture
 from .torch_onnx import DEFAULT_OPSET, export_module, quiet_stdout, scratch_path
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -46,9 +56,9 @@ def build_torchvision(ref: ModelRef) -> Any:
 
     import torchvision.models as tvm
 
-    from ..hubs.torch_hub import TorchHub, torch_home
+    from ..frameworks.torch_env import torch_home, weights_for
 
-    weights = TorchHub.weights_for(ref)
+    weights = weights_for(ref)
     builder = tvm.get_model_builder(ref.name)
     with weights_only_loads(str(torch_home())), quiet_stdout():
         try:
@@ -60,26 +70,205 @@ def build_torchvision(ref: ModelRef) -> Any:
             ) from None
 
 
-def build_torch_hub(ref: ModelRef, manifest: Manifest) -> Any:
-    """Run the (trusted) entrypoint from torch.hub's local cache of the repository."""
+@dataclass
+class WeightsSeen:
+    """What an entrypoint loaded while it ran: keys matched by ``load_state_dict`` calls,
+    TorchScript archives opened, and where the weights came from (files and URLs)."""
+
+    matched_keys: int = 0
+    scripted: int = 0
+    sources: list[str] = field(default_factory=list)
+    #: upstream base URL → the base URL in force (a mirror), for the entrypoint's downloads.
+    redirects: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether any weights reached a module."""
+        return self.matched_keys > 0 or self.scripted > 0
+
+    def source(self, what: Any) -> None:
+        """Note where a load read from (a path or URL; streams are not named)."""
+        if isinstance(what, str | os.PathLike) and len(self.sources) < 20:
+            text = os.fspath(what)
+            if isinstance(text, str) and text not in self.sources:
+                self.sources.append(text)
+
+    def moved(self, url: str) -> str:
+        """``url`` on the base URL in force when it names an upstream that was moved."""
+        for upstream, base in self.redirects.items():
+            if url.startswith(f"{upstream}/"):
+                return base + url[len(upstream) :]
+        return url
+
+
+_watch_lock = threading.Lock()
+_watch_local = threading.local()
+_watch_users = 0
+_watch_saved: list[tuple[Any, str, Any]] = []
+
+
+def _current() -> WeightsSeen | None:
+    return getattr(_watch_local, "seen", None)
+
+
+def _wrapped_load_state_dict(original: Any) -> Any:
+    def load_state_dict(module: Any, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(module, state_dict, *args, **kwargs)
+        seen = _current()
+        if seen is not None:
+            try:
+                unexpected = len(getattr(result, "unexpected_keys", ()) or ())
+                seen.matched_keys += max(0, len(state_dict) - unexpected)
+            except TypeError:
+                pass
+        return result
+
+    return load_state_dict
+
+
+def _wrapped_download(original: Any) -> Any:
+    def download_url_to_file(*args: Any, **kwargs: Any) -> Any:
+        seen = _current()
+        if seen is not None:
+            if args and isinstance(args[0], str):
+                args = (seen.moved(args[0]), *args[1:])
+            elif isinstance(kwargs.get("url"), str):
+                kwargs["url"] = seen.moved(kwargs["url"])
+            seen.source(args[0] if args else kwargs.get("url"))
+        return original(*args, **kwargs)
+
+    return download_url_to_file
+
+
+def _wrapped_source(original: Any, param: str, scripted: bool = False) -> Any:
+    def load(*args: Any, **kwargs: Any) -> Any:
+        seen = _current()
+        if seen is not None:
+            seen.source(args[0] if args else kwargs.get(param))
+        result = original(*args, **kwargs)
+        if seen is not None and scripted:
+            seen.scripted += 1
+        return result
+
+    return load
+
+
+@contextlib.contextmanager
+def watch_weights(redirects: Mapping[str, str] | None = None) -> Iterator[WeightsSeen]:
+    """Record the weights code in this thread loads inside the block; its torch.hub downloads
+    from an upstream in ``redirects`` go to the base URL given there (the mirror in force).
+
+    Every route an entrypoint takes to pretrained weights ends in ``Module.load_state_dict``
+    (wrapped at the class, so names bound by ``from torch.hub import ...`` before the block do
+    not escape it) or in ``torch.jit.load``; ``torch.load``, ``load_state_dict_from_url`` and
+    ``download_url_to_file`` are wrapped to learn the sources (every torch.hub download, also
+    the ones torchvision starts, goes through ``download_url_to_file``). The wrappers stay
+    installed while any thread watches and only record for threads that do.
+    """
+    global _watch_users
+    import torch
+    import torch.hub
+
+    with _watch_lock:
+        if _watch_users == 0:
+            targets: list[tuple[Any, str, Any]] = [
+                (torch.nn.Module, "load_state_dict", _wrapped_load_state_dict),
+                (torch, "load", lambda f: _wrapped_source(f, "f")),
+                (torch.jit, "load", lambda f: _wrapped_source(f, "f", scripted=True)),
+                (torch.hub, "load_state_dict_from_url", lambda f: _wrapped_source(f, "url")),
+                (torch.hub, "download_url_to_file", _wrapped_download),
+            ]
+            for owner, name, wrap in targets:
+                original = getattr(owner, name)
+                _watch_saved.append((owner, name, original))
+                setattr(owner, name, wrap(original))
+        _watch_users += 1
+    seen = WeightsSeen(redirects=dict(redirects or {}))
+    outer = _current()
+    _watch_local.seen = seen
+    try:
+        yield seen
+    finally:
+        _watch_local.seen = outer
+        with _watch_lock:
+            _watch_users -= 1
+            if _watch_users == 0:
+                while _watch_saved:
+                    owner, name, original = _watch_saved.pop()
+                    setattr(owner, name, original)
+
+
+def build_torch_hub(
+    ref: ModelRef, manifest: Manifest, redirects: Mapping[str, str] | None = None
+) -> tuple[Any, WeightsSeen]:
+    """Run the (trusted) entrypoint from torch.hub's local cache of the repository, with the
+    manifest's ``args``; return the model and the weights it loaded.
+
+    The user chose to run this repository's code, so its own loads are not forced to
+    ``weights_only`` (checkpoints that pickle training arguments load as the authors meant).
+    Its torch.hub downloads follow ``redirects`` (see :func:`watch_weights`). Raises
+    ModelNotFoundError (exit 3) / NetworkError (exit 6) when one of them is not found / cannot
+    connect, StagingError for anything else the entrypoint raises.
+    """
+    import urllib.error
+
     import torch
 
     repo_dir = manifest.sdk_cache
     if not repo_dir:
         raise StagingError(f"{ref}: the manifest does not name torch.hub's repository folder")
-    with weights_only_loads(), quiet_stdout():
-        try:
-            return torch.hub.load(repo_dir, str(ref.entry), source="local")  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StagingError(f"{ref}: the entrypoint failed: {first}") from None
+    args = dict(manifest.details.get("args") or {})
+    chatter = io.StringIO()  # torch.hub's "Downloading: ...", the repo's own prints
+    try:
+        with (
+            watch_weights(redirects) as seen,
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            model = torch.hub.load(repo_dir, str(ref.entry), source="local", **args)  # type: ignore[no-untyped-call]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ModelNotFoundError(
+                f"{ref}: the entrypoint's download {exc.url} was not found (HTTP 404)"
+            ) from None
+        raise StagingError(f"{ref}: the entrypoint's download {exc.url}: {exc}") from None
+    except urllib.error.URLError as exc:
+        raise NetworkError(f"{ref}: the entrypoint could not download: {exc.reason}") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StagingError(f"{ref}: the entrypoint failed: {first}") from None
+    finally:
+        if settings().debug:  # the CLI's stderr is one line per error otherwise
+            sys.stderr.write(chatter.getvalue())
+    return model, seen
 
 
 def export_torch_hub(
-    store: Store, ref: ModelRef, manifest: Manifest, options: Mapping[str, Any]
+    store: Store,
+    ref: ModelRef,
+    manifest: Manifest,
+    options: Mapping[str, Any],
+    redirects: Mapping[str, str] | None = None,
 ) -> StagedEntry:
-    """Export a torch.hub entrypoint's model to ``pytorch/hub/OWNER/REPO/ENTRY.onnx``."""
-    model = build_torch_hub(ref, manifest)
+    """Export a torch.hub entrypoint's model to ``pytorch/hub/OWNER/REPO/ENTRY.onnx``; the
+    staged entry says which ``args`` ran and whether weights were loaded (``weights``:
+    ``"loaded"`` with ``weight_sources``, or ``"none"`` with a ``note``)."""
+    model, seen = build_torch_hub(ref, manifest, redirects)
+    args = dict(manifest.details.get("args") or {})
+    extra: dict[str, Any] = {"repo": ref.name, "args": args}
+    if seen.loaded:
+        extra.update(weights="loaded", weight_sources=list(seen.sources))
+    else:
+        extra.update(
+            weights="none",
+            note=(
+                "the entrypoint loaded no weights: the network is untrained (random "
+                "initialisation); pass what its hubconf.py takes, e.g. --hub-arg "
+                "pretrained=true or --hub-arg weights=DEFAULT"
+            ),
+        )
     return export_loaded(
         store,
         ref,
@@ -88,7 +277,7 @@ def export_torch_hub(
         model,
         str(ref.entry),
         "torch.hub+torch.onnx.export",
-        {"repo": ref.name},
+        extra,
     )
 
 
@@ -120,12 +309,12 @@ def export_loaded(
     model: Any,
     stem: str,
     converter: str,
-    extra: dict[str, str],
+    extra: dict[str, Any],
 ) -> StagedEntry:
     """Export an already built torch ``model`` as ``ref``'s staged ONNX (dynamic batch, parity)."""
     import torch
 
-    from ..hubs.torch_hub import input_shape
+    from ..frameworks.torch_env import input_shape
 
     model.eval()
     shape = (
@@ -152,6 +341,7 @@ def export_loaded(
     sha, size = sha256_file(exported.path)
     rel = layout.staged_path(ref, stem, "onnx")
     store.publish(exported.path, rel, ref, sha, size)
+    fixture = write_fixture(store, ref, rel, *exported.fixture)
     versions = {**exported.versions}
     if "torchvision" in extra:
         versions["torchvision"] = extra.pop("torchvision")
@@ -165,6 +355,7 @@ def export_loaded(
         inputs=exported.inputs,
         outputs=exported.outputs,
         parity=exported.parity,
+        fixture=fixture,
         details={
             "opset": exported.opset,
             "input_shape": list(shape),

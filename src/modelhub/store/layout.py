@@ -15,7 +15,8 @@ anything that would leave the root.
 from __future__ import annotations
 
 from ..errors import InvalidReferenceError
-from ..refs import ModelRef, is_name, url_basename
+from ..refs import ModelRef, is_name
+from ..registry import FRAMEWORK_BY_SUFFIX, OTHER_FRAMEWORK, framework_for_filename, row
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
@@ -30,34 +31,26 @@ TMP = f"{META_DIR}/tmp"
 LOCKS = f"{META_DIR}/locks"
 CACHE = f"{META_DIR}/cache"
 
-FRAMEWORK_BY_HUB = {
-    "onnx": "onnx",
-    "torch": "pytorch",
-    "keras": "keras",
-    "tfhub": "tensorflow",
-    "kaggle": "tensorflow",
-    "hf": "huggingface",
-}
-
-# File extensions → store folder, for url: and import.
-FRAMEWORK_BY_SUFFIX = {
-    ".onnx": "onnx",
-    ".ort": "onnx",
-    ".pth": "pytorch",
-    ".pt": "pytorch",
-    ".bin": "pytorch",
-    ".ckpt": "pytorch",
-    ".jit": "pytorch",
-    ".safetensors": "pytorch",
-    ".h5": "keras",
-    ".hdf5": "keras",
-    ".keras": "keras",
-    ".pb": "tensorflow",
-    ".tflite": "tensorflow",
-    ".tgz": "tensorflow",
-    ".tar.gz": "tensorflow",
-}
-OTHER_FRAMEWORK = "other"
+__all__ = [
+    "CACHE",
+    "FRAMEWORK_BY_SUFFIX",
+    "LOCKS",
+    "MANIFESTS",
+    "META_DIR",
+    "OTHER_FRAMEWORK",
+    "TMP",
+    "check_relative",
+    "file_path",
+    "framework_for",
+    "framework_for_filename",
+    "lock_path",
+    "manifest_path",
+    "model_dir",
+    "ref_key",
+    "resolve_in_store",
+    "safe_filename",
+    "staged_path",
+]
 
 
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -83,20 +76,10 @@ def _sha256_hex(data: bytes) -> str:
     return str(_SHA256(data).hexdigest())
 
 
-def framework_for_filename(name: str) -> str:
-    """Return the store folder a file of this name belongs to (``other`` if unknown)."""
-    lowered = name.lower()
-    for suffix in sorted(FRAMEWORK_BY_SUFFIX, key=len, reverse=True):
-        if lowered.endswith(suffix):
-            return FRAMEWORK_BY_SUFFIX[suffix]
-    return OTHER_FRAMEWORK
-
-
 def framework_for(ref: ModelRef) -> str:
-    """Return the framework folder of ``ref`` (for url: from the file extension)."""
-    if ref.hub == "url":
-        return framework_for_filename(url_basename(ref.name))
-    return FRAMEWORK_BY_HUB[ref.hub]
+    """Return the framework folder of ``ref`` (its hub's row decides: e.g. from a file's
+    extension, or from a Kaggle handle's framework segment)."""
+    return row(ref.hub).framework(ref)
 
 
 def check_relative(rel: str) -> tuple[str, ...]:
@@ -136,22 +119,12 @@ def resolve_in_store(root: Path, rel: str | PurePosixPath) -> Path:
 
 
 def model_dir(ref: ModelRef) -> str:
-    """The folder (relative to the root) owning a reference's files, for folder-shaped models.
+    """The folder (relative to the root) owning a reference's files (its hub's row decides).
 
-    Hugging Face snapshots and SavedModels are folders; single-file models live directly in
-    their framework folder (see :func:`file_path`).
+    Folder-shaped models (snapshots, SavedModels) are that folder; single-file models live
+    directly in their framework folder (see :func:`file_path`).
     """
-    fw = framework_for(ref)
-    if ref.hub == "hf":
-        if ref.revision:
-            return f"{fw}/{ref.name}@{ref.revision.replace('/', '--')}"
-        return f"{fw}/{ref.name}"
-    if ref.hub in ("tfhub", "kaggle"):
-        return f"{fw}/{ref.hub}/{ref.name}"
-    if ref.is_torch_hub:
-        rev = f"@{ref.revision.replace('/', '--')}" if ref.revision else ""
-        return f"{fw}/hub/{ref.name}{rev}/{ref.entry}"
-    return fw
+    return row(ref.hub).model_dir(ref)
 
 
 def file_path(ref: ModelRef, filename: str) -> str:
@@ -161,8 +134,8 @@ def file_path(ref: ModelRef, filename: str) -> str:
 
 def staged_path(ref: ModelRef, stem: str, fmt: str) -> str:
     """Path of a staged artifact: ``<framework>/<stem>.<fmt>`` beside the original."""
-    ext = {"h5": "h5", "keras": "keras", "pb": "pb", "onnx": "onnx"}.get(fmt, fmt)
-    if ref.hub in ("tfhub", "kaggle", "hf") or ref.is_torch_hub:
+    ext = fmt
+    if row(ref.hub).folder_shaped(ref):
         return f"{model_dir(ref)}.{ext}"
     return f"{model_dir(ref)}/{safe_filename(stem)}.{ext}"
 

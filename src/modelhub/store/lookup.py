@@ -19,12 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def store_root() -> str:
-    """The store root from the environment: ``$MODELHUB_PATH``, else ``~/.modelhub``."""
-    raw = os.environ.get("MODELHUB_PATH", "").strip()
-    return os.path.abspath(os.path.expanduser(raw) if raw else os.path.expanduser("~/.modelhub"))
-
-
 def primary_rel(staged: list[str], folder: str | None, files: list[str]) -> str:
     """The primary artifact: the first staged file, else the model folder, else the first file."""
     if staged:

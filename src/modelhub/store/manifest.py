@@ -1,4 +1,4 @@
-"""The manifest: one JSON record per pulled reference, written last (see ARCHITECTURE.md).
+"""The manifest: one JSON record per pulled reference, written last (README, "The store").
 
 Reading is defensive: a manifest is data from disk (or, through a mirror, from another machine),
 so every path in it is validated as store-relative and every size as a non-negative integer.
@@ -46,6 +46,18 @@ def _path(value: Any, where: str) -> str:
     return value
 
 
+def _fixture(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise IntegrityError("manifest staged: fixture is not an object")
+    return {
+        "path": _path(value.get("path"), "staged fixture"),
+        "sha256": _sha(value.get("sha256"), "staged fixture"),
+        "size": _size(value.get("size"), "staged fixture"),
+    }
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One original file: store-relative path, sha256, size in bytes."""
@@ -69,6 +81,13 @@ class StagedEntry:
     outputs: list[str] = field(default_factory=list)
     parity: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The parity fixture beside the staged file: ``{path, sha256, size}`` of an ``.npz`` with
+    #: the seeded inputs (``input_0``...) and the *source's* outputs (``output_0``...), in the
+    #: order of ``inputs``/``outputs``, so any importer checks against the same numbers.
+    fixture: dict[str, Any] | None = None
+    #: What model importers made of the staged file: ``{importer: {version, ok, max_abs_diff,
+    #: error, checked_on}}`` (``modelhub check --importer dl4j``).
+    imports: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,8 +120,20 @@ class Manifest:
             raise IntegrityError(f"manifest of {self.ref} lists no files") from None
 
     def all_paths(self) -> list[str]:
-        """Every store-relative path this manifest owns (files and staged artifacts)."""
-        return [f.path for f in self.files] + [s.path for s in self.staged]
+        """Every store-relative path this manifest owns (files, staged artifacts, fixtures)."""
+        return [rel for rel, _, _ in self.records()]
+
+    def records(self) -> list[tuple[str, str, int]]:
+        """(path, sha256, size) of every file this manifest owns: its files, its staged
+        artifacts and their parity fixtures."""
+        found = [(f.path, f.sha256, f.size) for f in self.files]
+        found += [(s.path, s.sha256, s.size) for s in self.staged]
+        found += [
+            (str(s.fixture["path"]), str(s.fixture["sha256"]), int(s.fixture["size"]))
+            for s in self.staged
+            if s.fixture
+        ]
+        return found
 
     def to_json(self) -> str:
         """Serialise deterministically (sorted keys, two-space indent, trailing newline)."""
@@ -138,6 +169,8 @@ class Manifest:
                     outputs=list(s.get("outputs") or []),
                     parity=s.get("parity"),
                     details=dict(s.get("details") or {}),
+                    fixture=_fixture(s.get("fixture")),
+                    imports=dict(s.get("imports") or {}),
                 )
                 for s in doc.get("staged") or []
             ]

@@ -129,8 +129,7 @@ class Store:
         if not os.path.lexists(target):
             return False
         for owner in self.owners(rel, excluding=ref.canonical):
-            recorded = {e.path: e.sha256 for e in owner.files}
-            recorded.update({s.path: s.sha256 for s in owner.staged})
+            recorded = {path: sha for path, sha, _ in owner.records()}
             if recorded.get(rel) != sha256:
                 raise StoreConflictError(
                     f"{rel} already belongs to {owner.ref} with other content; "
@@ -242,8 +241,7 @@ class Store:
     def verify(self, manifest: Manifest) -> list[str]:
         """Re-hash every file of ``manifest``; return one line per problem (empty when intact)."""
         problems = []
-        entries = [(f.path, f.sha256, f.size) for f in manifest.files]
-        entries += [(s.path, s.sha256, s.size) for s in manifest.staged]
+        entries = manifest.records()
         seen = set()
         for rel, sha, size in entries:
             if rel in seen:

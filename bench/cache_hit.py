@@ -103,12 +103,13 @@ def prepare_store(work: Path) -> tuple[dict[str, str], str]:
     build_zoo([model], work / "zoo", tags=["bench"])
     env = {"MODELHUB_PATH": str(work / "store"), "MODELHUB_QUIET": "1"}
     with serve(work / "zoo") as url:
-        env["MODELHUB_ONNX_URL"] = url
+        # The manifest and, at the same paths, the files (the zoo's Hugging Face copy's base).
+        env["MODELHUB_ONNX_URL"] = env["MODELHUB_ONNX_FILES_URL"] = url
         log(f"pulling onnx:{MODEL_NAME} from {url} into {env['MODELHUB_PATH']}")
         run = run_process([*modelhub_command(), "pull", f"onnx:{MODEL_NAME}"], env=env)
         run.check("modelhub pull")
     # The server is gone now: a cache hit that tried the network would fail or stall.
-    env["MODELHUB_ONNX_URL"] = "http://127.0.0.1:9"
+    env["MODELHUB_ONNX_URL"] = env["MODELHUB_ONNX_FILES_URL"] = "http://127.0.0.1:9"
     lines = [ln.strip() for ln in run.stdout.splitlines() if ln.strip()]
     if not lines:
         raise BenchError("modelhub pull printed no path")

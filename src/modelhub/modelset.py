@@ -9,8 +9,9 @@ table per model::
     include = ["*.safetensors"]     # optional (hf:)
     exclude = ["*.bin"]             # optional (hf:)
     sha256 = "..."                  # optional (url:)
-    # also task, signature, input_shape (str), alpha (number), trust and all_files (bool),
-    # and args = {...} (a torch.hub entrypoint's keyword arguments), as the pull options
+    # also task, signature, input_shape, for ("dl4j") (strings), alpha (number), trust and
+    # all_files (bool), and args = {...} (a torch.hub entrypoint's keyword arguments), as the
+    # pull options
 
 Reading only: :mod:`modelhub.sync` installs a set, :mod:`modelhub.lockfile` pins it.
 """
@@ -29,7 +30,7 @@ from .refs import ModelRef
 
 DEFAULT_FILE = "modelhub.toml"
 
-_STR_OPTIONS = ("task", "signature", "input_shape")
+_STR_OPTIONS = ("task", "signature", "input_shape", "for")
 _KEYS = frozenset(
     {
         "ref",

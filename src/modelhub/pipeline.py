@@ -89,7 +89,16 @@ def _satisfied(
         return False
     if not hub.satisfies(manifest, fmt, options):
         return False
-    return fmt == "none" or any(s.format == fmt for s in manifest.staged)
+    if fmt == "none":
+        return True
+    if not any(s.format == fmt for s in manifest.staged):
+        return False
+    if options.get("for"):
+        from .staging.for_dl4j import has_dl4j_forms, wants_dl4j
+
+        # A pull --for dl4j needs the DL4J-ready copies; one without takes a manifest with them.
+        return not wants_dl4j(options) or has_dl4j_forms(manifest, fmt)
+    return True
 
 
 def _files_present(store: Store, manifest: Manifest) -> bool:
@@ -223,6 +232,11 @@ def _restage(
             f"staging {ref} to {request.fmt} needs {exc.name}: pip install 'modelhub[{extra}]' "
             "(or pull with --stage none)"
         ) from None
+    if staged and request.options.get("for"):
+        from .staging.for_dl4j import dl4j_forms, wants_dl4j
+
+        if wants_dl4j(request.options):
+            staged = dl4j_forms(store, ref, staged)
     replaced = {request.fmt, *(s.format for s in staged)}
     keep = [s for s in manifest.staged if s.format not in replaced]
     manifest = dataclasses.replace(manifest, staged=staged + keep)

@@ -39,6 +39,8 @@ def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
         options["trust"] = True
     if args.all_files:
         options["all_files"] = True
+    if args.for_importer:
+        options["for"] = args.for_importer
     if args.hub_arg:
         options["hub_args"] = parse_hub_args(args.hub_arg)
     return options

@@ -65,6 +65,12 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--remote", metavar="URL", help="shared s3:// store (default: $MODELHUB_REMOTE)")
     p.add_argument(
+        "--for",
+        dest="for_importer",
+        choices=["dl4j"],
+        help="also stage the forms this import framework reads (dl4j: Deeplearning4j/SameDiff)",
+    )
+    p.add_argument(
         "--all-files",
         action="store_true",
         help="every file of the repository, not only what from_pretrained reads (hf:)",

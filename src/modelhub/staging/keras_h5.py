@@ -15,6 +15,7 @@ proves parity and only then publishes (a failed check publishes nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -359,9 +360,183 @@ def stage_url_keras(
     return staged
 
 
+# --- --for dl4j: the Keras 2 (tf_keras) twin of a staged .h5 --------------------------------
+# Keras 3 config keys tf_keras' layers do not take; initializers, regularizers and constraints
+# are left at their defaults (the weights are copied, and none of them matters for inference).
+_KERAS3_ONLY = frozenset({"optional", "quantization_config", "batch_shape", "build_config"})
+_INFERENCE_FREE = ("_initializer", "_regularizer", "_constraint")
+
+
+def _keras2_config(cls: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A Keras 3 layer config as the tf_keras layer class ``cls`` takes it."""
+    import inspect
+
+    params = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in _KERAS3_ONLY or key.endswith(_INFERENCE_FREE) or key not in params:
+            continue
+        if key == "dtype" and isinstance(value, dict):
+            value = (value.get("config") or {}).get("name", "float32")
+        if isinstance(value, dict) and "class_name" in value:
+            raise StagingError(
+                f"layer {config.get('name')!r}: {key} is a {value['class_name']} object "
+                "modelhub does not carry over to tf_keras"
+            )
+        out[key] = value
+    return out
+
+
+def _history(arg: Any) -> Any:
+    """The ``keras_history`` triples a Keras 3 node argument refers to (nested like it)."""
+    if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
+        return tuple(arg["config"]["keras_history"])
+    if isinstance(arg, list | tuple):
+        return [_history(a) for a in arg]
+    raise StagingError(f"a layer is called on {type(arg).__name__} arguments tf_keras cannot take")
+
+
+def _tf_keras_twin(model: Any) -> Any:
+    """A tf_keras model with ``model``'s architecture and weights (Sequential or Functional,
+    one level of built-in layers). Raises StagingError naming what tf_keras cannot rebuild."""
+    import tf_keras
+
+    config = model.get_config()
+    layers: dict[str, Any] = {}
+
+    def build(spec: Mapping[str, Any]) -> Any:
+        name = spec["class_name"]
+        if spec.get("module") not in (None, "keras.layers") or not hasattr(tf_keras.layers, name):
+            raise StagingError(f"tf_keras has no layer {name} (module {spec.get('module')})")
+        cls = getattr(tf_keras.layers, name)
+        layer = cls(**_keras2_config(cls, spec["config"]))
+        layers[layer.name] = layer
+        return layer
+
+    def shape_of(spec: Mapping[str, Any]) -> list[Any]:
+        return list(spec["config"]["batch_shape"])
+
+    def triples(raw: Any) -> list[tuple[str, int, int]]:
+        raw = list(raw)
+        return [tuple(raw)] if raw and isinstance(raw[0], str) else [tuple(t) for t in raw]
+
+    specs = list(config["layers"])
+    if type(model).__name__ == "Sequential":
+        first, rest = (
+            (specs[0], specs[1:]) if specs[0]["class_name"] == "InputLayer" else (None, specs)
+        )
+        if first is None:
+            raise StagingError("a Sequential model without an Input layer")
+        twin = tf_keras.Sequential(name=config.get("name"))
+        twin.add(tf_keras.Input(batch_shape=shape_of(first), dtype=first["config"].get("dtype")))
+        for spec in rest:
+            twin.add(build(spec))
+    else:
+        made: dict[tuple[str, int], Any] = {}
+        for spec in specs:
+            name = spec["name"]
+            if spec["class_name"] == "InputLayer":
+                made[(name, 0)] = tf_keras.Input(
+                    batch_shape=shape_of(spec), dtype=spec["config"].get("dtype"), name=name
+                )
+                continue
+            layer = build(spec)
+            for index, node in enumerate(spec.get("inbound_nodes") or []):
+                args = _history(node.get("args") or [])
+                kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if v is not None}
+                if kwargs:
+                    raise StagingError(f"layer {name!r} is called with {sorted(kwargs)}")
+
+                def tensor(h: Any) -> Any:
+                    if isinstance(h, tuple):
+                        out = made[(h[0], h[1])]
+                        return out[h[2]] if isinstance(out, list | tuple) else out
+                    return [tensor(x) for x in h]
+
+                made[(name, index)] = layer(*[tensor(a) for a in args])
+        inputs = [made[(n, i)] for n, i, _ in triples(config["input_layers"])]
+
+        def pick(n: str, i: int, t: int) -> Any:
+            out = made[(n, i)]
+            return out[t] if isinstance(out, list | tuple) else out
+
+        outputs = [pick(*t) for t in triples(config["output_layers"])]
+        twin = tf_keras.Model(inputs, outputs, name=config.get("name"))
+    for layer in model.layers:
+        if layer.weights:
+            layers[layer.name].set_weights(layer.get_weights())
+    return twin
+
+
+def dl4j_h5_entry(store: Store, ref: ModelRef, entry: StagedEntry) -> StagedEntry:
+    """The Keras 2 layout of the staged ``.h5`` of ``entry``, which DL4J's KerasModelImport
+    reads (it refuses Keras 3's): ``<stem>.dl4j.h5``, written by tf_keras from a twin of the
+    model with its weights copied, reloaded with tf_keras and checked against ``entry``'s
+    fixture (the source's outputs); published with its own fixture (the same arrays).
+
+    Raises StagingError (one line) when tf_keras cannot rebuild the model, ParityError
+    (exit 5) when the reloaded twin's numbers differ (nothing is published).
+    """
+    from .onnx_dl4j import FOR_DL4J, dl4j_path, read_fixture
+
+    inputs, reference = read_fixture(store, entry)
+    model = load_keras_model(store.abspath(entry.path))
+    rel = dl4j_path(entry.path)
+    tmp = _tmp(store, Path(rel).stem, ".h5")
+    try:
+        with quiet_keras():
+            import tf_keras
+
+            try:
+                twin = _tf_keras_twin(model)
+            except StagingError as exc:
+                raise StagingError(f"{ref}: no Keras 2 .h5 for DL4J: {exc}") from None
+            except Exception as exc:  # tf_keras refusing a config: its own words
+                raise StagingError(
+                    f"{ref}: no Keras 2 .h5 for DL4J: tf_keras cannot rebuild the model: "
+                    f"{first_line(exc)}"
+                ) from None
+            try:
+                twin.save(str(tmp), save_format="h5")
+                reloaded = tf_keras.models.load_model(str(tmp), compile=False)
+                out = reloaded(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+            except Exception as exc:
+                raise StagingError(
+                    f"{ref}: no Keras 2 .h5 for DL4J: tf_keras failed: {first_line(exc)}"
+                ) from None
+            actual = [t.numpy() for t in (out if isinstance(out, list | tuple) else [out])]
+        tolerance = float((entry.parity or {}).get("tolerance", DEFAULT_TOLERANCE))
+        parity = compare(
+            reference,
+            actual,
+            what=f"{Path(rel).name} (tf_keras, for DL4J) vs the source",
+            tolerance=tolerance,
+            names=entry.outputs,
+        )
+        published = _publish(
+            store,
+            ref,
+            tmp,
+            rel,
+            "h5",
+            "tf_keras.Model.save (Keras 2 HDF5)",
+            list(entry.inputs),
+            list(entry.outputs),
+            parity,
+            {"for": FOR_DL4J, "rewrites": ["tf_keras"], "source": entry.path},
+            (inputs, reference),
+        )
+        return dataclasses.replace(
+            published, versions={**published.versions, "tf_keras": tf_keras.__version__}
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 __all__ = [
     "APP_UNKNOWN_DIM",
     "UNKNOWN_DIM",
+    "dl4j_h5_entry",
     "example_inputs",
     "freeze_model",
     "run_model",

@@ -132,6 +132,11 @@ def validate_onnx(path: Path) -> OnnxInfo:
     shape inference, and an onnxruntime session load. Raises IntegrityError for an LFS pointer
     or a file that is not a valid model, StagingError when onnxruntime cannot load it.
     """
+    return _validate(path)[0]
+
+
+def _validate(path: Path) -> tuple[OnnxInfo, Any]:
+    """:func:`validate_onnx`, also returning the onnxruntime session it loaded (one thread)."""
     with open(path, "rb") as fh:
         if is_lfs_pointer(fh.read(64)):
             raise IntegrityError(f"{path.name} is a Git LFS pointer file, not an ONNX model")
@@ -146,13 +151,13 @@ def validate_onnx(path: Path) -> OnnxInfo:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IntegrityError(f"{path.name} is not a valid ONNX model: {first}") from None
     try:
-        session = check_session(path, threads=1)  # loaded to prove it loads; never run here
+        session = check_session(path, threads=1)  # loaded to prove it loads
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"onnxruntime cannot load {path.name}: {first}") from None
     initializers = {init.name for init in model.graph.initializer}
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return OnnxInfo(
+    info = OnnxInfo(
         inputs=[i.name for i in session.get_inputs()],
         outputs=[o.name for o in session.get_outputs()],
         io_ports={
@@ -163,6 +168,7 @@ def validate_onnx(path: Path) -> OnnxInfo:
         ir_version=int(model.ir_version),
         versions={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     )
+    return info, session
 
 
 _NUMPY_TYPES = {
@@ -177,16 +183,18 @@ _NUMPY_TYPES = {
 }
 
 
-def seeded_run(path: Path, seed: int = 0) -> tuple[list[Any], list[Any]]:
+def seeded_run(path: Path, seed: int = 0, session: Any = None) -> tuple[list[Any], list[Any]]:
     """Seeded inputs for the ONNX model at ``path`` and onnxruntime's outputs for them: the
     file's own parity fixture (an ONNX source is its own staged form). Unknown dimensions are
     1 (the first) or 8 (the others); floats are standard normal, integers 0-9.
 
+    ``session``: an onnxruntime session of ``path`` already loaded (validation's), else one is.
     Raises StagingError for an input type it cannot make (strings, sequences, maps).
     """
     import numpy as np
 
-    session = check_session(path)
+    if session is None:
+        session = check_session(path)
     rng = np.random.default_rng(seed)
     feeds: dict[str, Any] = {}
     for port in session.get_inputs():
@@ -223,12 +231,12 @@ def validate_entry(
     from ..store.manifest import StagedEntry as Entry
     from .parity import write_fixture
 
-    info = validate_onnx(path)
+    info, session = _validate(path)
     fixture = None
     notes: dict[str, Any] = {}
     if store is not None and ref is not None:
         try:
-            inputs, outputs = seeded_run(path)
+            inputs, outputs = seeded_run(path, session=session)
         except Exception as exc:  # the model's own failure to run: recorded, not fatal
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             notes["fixture_error"] = first[:240]

@@ -1,7 +1,7 @@
 """Pure path math of the store: where each reference's files live. No I/O.
 
-The store mirrors DL4J omnihub's layout (``<root>/<framework>/<name>``), so Java's
-``OmniHubUtils`` can read it with ``OMNIHUB_HOME=$MODELHUB_PATH``::
+The store mirrors DL4J omnihub's layout (``<root>/<framework>/<name>``), which the DL4J harness
+(interop/dl4j) resolves the way omnihub does::
 
     onnx/<original file name>                 pytorch/<original weights name>
     keras/<original weights name>             tensorflow/<hub>/<handle>/   (+ .pb, .tar.gz)

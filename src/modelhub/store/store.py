@@ -18,7 +18,14 @@ from ..config import settings
 from ..errors import IntegrityError, NotInStoreError, StoreConflictError
 from ..refs import ModelRef
 from . import layout
-from .files import atomic_write_bytes, fsync_dir, fsync_file, link_or_copy, sha256_file
+from .files import (
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_file,
+    link_or_copy,
+    prune_empty,
+    sha256_file,
+)
 from .locking import file_lock
 from .manifest import FileEntry, Manifest
 
@@ -148,9 +155,8 @@ class Store:
                 tmp.unlink(missing_ok=True)
                 return FileEntry(rel, sha256, size)
             target = self.abspath(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
             fsync_file(tmp)
-            os.replace(tmp, target)
+            _move_into(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -179,11 +185,10 @@ class Store:
         if self._check_free(rel, ref, sha256):
             return FileEntry(rel, sha256, size), "existing"
         target = self.abspath(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f".link.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             used = link_or_copy(src, tmp, mode or self.link_mode)
-            os.replace(tmp, target)
+            _move_into(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(target.parent)
@@ -226,17 +231,8 @@ class Store:
             else:
                 continue
             removed.append(rel)
-            self._prune_empty(target.parent)
+            prune_empty(self.root, target.parent)
         return removed
-
-    def _prune_empty(self, folder: Path) -> None:
-        root = self.root.absolute()
-        while folder != root and root in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
 
     def verify(self, manifest: Manifest) -> list[str]:
         """Re-hash every file of ``manifest``; return one line per problem (empty when intact)."""
@@ -257,3 +253,17 @@ class Store:
             elif actual != sha:
                 problems.append(f"{rel}: sha256 {actual[:12]}… != {sha[:12]}…")
         return problems
+
+
+def _move_into(tmp: Path, target: Path, attempts: int = 5) -> None:
+    """Rename ``tmp`` to ``target``, creating its folder. Another process's ``rm`` prunes a
+    folder it emptied (e.g. ``onnx/``) whenever it empties it, also between our ``mkdir`` and our
+    rename: the folder is made again and the rename retried."""
+    for attempt in range(attempts):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, target)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1 or not tmp.exists() or target.parent.exists():
+                raise

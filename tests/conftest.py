@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from modelhub import registry
+from tests.faults.hubs import SeedStore
+from tests.faults.proxy import FaultProxy
 from tests.support.onnx_models import make_mlp, zoo_entry, zoo_manifest
 
 # Test modules import TensorFlow and torch at collection time; triton (imported by torch's CUDA
@@ -107,6 +109,29 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
         monkeypatch.setenv("MODELHUB_ONNX_URL", server.url)
         monkeypatch.setenv("MODELHUB_HF_URL", server.url)
         yield Zoo(server, server.url, files)
+
+
+@pytest.fixture(scope="session")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeedStore]:
+    """The seed store of the fault table and the hub contract suite (one small real model per
+    hub, built on first use), served by one mirror (``modelhub serve``) for the whole session."""
+    from modelhub.mirror.app import BackgroundMirror
+
+    base = tmp_path_factory.mktemp("seed")
+    seeds = SeedStore(base / "store", base / "work")
+    mirror = BackgroundMirror(seeds.store.root)
+    seeds.mirror_url = mirror.start()
+    try:
+        yield seeds
+    finally:
+        mirror.stop()
+
+
+@pytest.fixture
+def proxy(seed: SeedStore) -> Iterator[FaultProxy]:
+    """A fresh fault proxy in front of the session's mirror (it logs every exchange)."""
+    with FaultProxy(seed.mirror_url) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `modelhub path` imports this 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .registry import Endpoint
+
 LINK_MODES = ("auto", "reflink", "hardlink", "symlink", "copy")
 #: ``--stage`` values (what each hub can do is its adapter's ``stages``).
 STAGES = ("auto", "none", "onnx", "pb", "h5", "keras", "savedmodel", "tflite")
@@ -134,14 +136,14 @@ class Settings:
             return False
 
 
-def _hub_url(key: str, mirror: str | None) -> str:
-    endpoint = endpoints()[key]
+def _hub_url(key: str, mirror: str | None, known: dict[str, Endpoint]) -> str:
+    endpoint = known[key]
     explicit = os.environ.get(endpoint.env, "").strip()
     if explicit:
         return explicit.rstrip("/")
     if endpoint.under is not None:
         base, path = endpoint.under
-        return f"{_hub_url(base, mirror)}/{path.strip('/')}"
+        return f"{_hub_url(base, mirror, known)}/{path.strip('/')}"
     if endpoint.sdk_env and os.environ.get(endpoint.sdk_env, "").strip():
         return os.environ[endpoint.sdk_env].strip().rstrip("/")
     if mirror:
@@ -154,6 +156,7 @@ def settings() -> Settings:
     from pathlib import Path
 
     mirror = os.environ.get("MODELHUB_MIRROR", "").strip().rstrip("/") or None
+    known = endpoints()
     link_mode = os.environ.get("MODELHUB_LINK_MODE", "auto").strip().lower() or "auto"
     trusted = frozenset(
         r.strip() for r in os.environ.get("MODELHUB_TRUSTED_REPOS", "").split(",") if r.strip()
@@ -163,7 +166,7 @@ def settings() -> Settings:
         "store_root": Path(store_root()),
         "link_mode": link_mode,
         "mirror": mirror,
-        "hub_urls": {key: _hub_url(key, mirror) for key in endpoints()},
+        "hub_urls": {key: _hub_url(key, mirror, known) for key in known},
         "trusted_repos": trusted,
         "offline": flag("MODELHUB_OFFLINE") or flag("HF_HUB_OFFLINE"),
         "debug": flag("MODELHUB_DEBUG"),

@@ -72,7 +72,7 @@ def _scenario(seed: SeedStore, hub: str) -> Scenario:
 @pytest.fixture(params=HUBS)
 def cli(
     request: pytest.FixtureRequest,
-    contract_seed: SeedStore,
+    seed: SeedStore,
     proxy: FaultProxy,
     tmp_path: Path,
     store_root: Path,
@@ -80,7 +80,7 @@ def cli(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     """The command line for one registered hub's scenario, with an empty store."""
-    scenario = _scenario(contract_seed, request.param)
+    scenario = _scenario(seed, request.param)
     return Cli(scenario, proxy, tmp_path, store_root, monkeypatch, capsys)
 
 

@@ -20,7 +20,7 @@ import pytest
 from modelhub.hubs import supported_hubs
 from modelhub.store import Store
 from tests.contract.test_contract import Cli, _ok, _scenario
-from tests.faults.hubs import SeedStore, environment
+from tests.faults.hubs import SeedStore
 from tests.faults.proxy import FaultProxy
 
 TOLERANCE = 1e-4
@@ -50,17 +50,16 @@ def _run(staged: dict[str, Any], path: Path, inputs: list[Any]) -> list[Any]:
 @pytest.mark.parametrize("hub", supported_hubs())
 def test_every_staged_file_has_a_fixture_that_reproduces_its_source(
     hub: str,
-    contract_seed: SeedStore,
+    seed: SeedStore,
     proxy: FaultProxy,
     tmp_path: Path,
     store_root: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    scenario = _scenario(contract_seed, hub)
+    scenario = _scenario(seed, hub)
     cli = Cli(scenario, proxy, tmp_path, store_root, monkeypatch, capsys)
     ref = scenario.ref_for(proxy.url, staging=True)
-    cli.env = environment(tmp_path, scenario, proxy.url, store_root)
     _ok(cli("pull", ref, *scenario.staging_args), "staging pull")
     doc = json.loads(_ok(cli("info", ref, "--json"), "info"))
     if not scenario.staged_names:

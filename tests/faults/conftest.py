@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,28 +18,6 @@ from tests.faults.summary import (  # the summary's hooks, registered with this 
     pytest_collection_modifyitems as pytest_collection_modifyitems,
 )
 from tests.faults.summary import pytest_terminal_summary as pytest_terminal_summary
-
-
-@pytest.fixture(scope="session")
-def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeedStore]:
-    """The seed store, served by one mirror (``modelhub serve``) for the whole session."""
-    from modelhub.mirror.app import BackgroundMirror
-
-    base = tmp_path_factory.mktemp("fault-seed")
-    seeds = SeedStore(base / "store", base / "work")
-    mirror = BackgroundMirror(seeds.store.root)
-    seeds.mirror_url = mirror.start()
-    try:
-        yield seeds
-    finally:
-        mirror.stop()
-
-
-@pytest.fixture
-def proxy(seed: SeedStore) -> Iterator[FaultProxy]:
-    """A fresh fault proxy in front of the session's mirror."""
-    with FaultProxy(seed.mirror_url) as running:
-        yield running
 
 
 @dataclass

@@ -199,7 +199,7 @@ def check(store: Store, refs: Sequence[ModelRef]) -> list[ImportResult]:
     version, records = run(store, manifests)
     by_id = {r["id"]: r for r in records}
     found: list[ImportResult] = []
-    for ref, manifest in zip(refs, manifests, strict=True):
+    for ref in refs:
         with store.lock(ref):
             current = store.require(ref)
             staged: list[StagedEntry] = []
@@ -239,7 +239,6 @@ def check(store: Store, refs: Sequence[ModelRef]) -> list[ImportResult]:
                     )
                 )
             store.write_manifest(replace(current, staged=staged), ref)
-        del manifest
     return found
 
 

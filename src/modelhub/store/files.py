@@ -129,6 +129,17 @@ def link_or_copy(src: Path, dst: Path, mode: str) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def prune_empty(root: Path, folder: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``root`` while they are empty."""
+    root = root.absolute()
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def place_file(src: Path, target: Path, mode: str) -> None:
     """Put ``src`` at ``target`` by link ``mode``, atomically (a temporary name beside it, then
     a rename): for SDK caches outside the store, whose readers must never see half a file.

@@ -30,6 +30,7 @@ from typing import Any
 from .. import registry
 from ..refs import parse
 from . import layout
+from .files import prune_empty
 from .locking import LockTimeout, file_lock
 from .store import Store
 from .usage import Entry, entry_of, framework_dirs, owned_paths, unique_bytes, walk
@@ -244,15 +245,6 @@ def _remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _prune_empty(root: Path, folder: Path) -> None:
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
-
-
 def run_gc(store: Store, plan: GcPlan) -> GcResult:
     """Carry out ``plan``, deciding each deletion again now; return what was removed."""
     result = GcResult()
@@ -307,7 +299,7 @@ def _orphan_removal(store: Store, item: GcItem, owners: dict[str, list[str]]) ->
     if path.is_dir() and not path.is_symlink():
         return "a folder"
     path.unlink()
-    _prune_empty(store.root, path.parent)
+    prune_empty(store.root, path.parent)
     return None
 
 

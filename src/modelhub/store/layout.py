@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..errors import InvalidReferenceError
 from ..refs import ModelRef, is_name
-from ..registry import FRAMEWORK_BY_SUFFIX, OTHER_FRAMEWORK, framework_for_filename, row
+from ..registry import row
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
@@ -33,16 +33,13 @@ CACHE = f"{META_DIR}/cache"
 
 __all__ = [
     "CACHE",
-    "FRAMEWORK_BY_SUFFIX",
     "LOCKS",
     "MANIFESTS",
     "META_DIR",
-    "OTHER_FRAMEWORK",
     "TMP",
     "check_relative",
     "file_path",
     "framework_for",
-    "framework_for_filename",
     "lock_path",
     "manifest_path",
     "model_dir",

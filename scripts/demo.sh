@@ -56,10 +56,12 @@ trap 'exit 143' TERM
 # Nothing from the caller's environment may redirect a hub or reuse a cache: each hub must
 # reach the mirror, and every SDK cache starts empty inside $work.
 unset MODELHUB_MIRROR MODELHUB_OFFLINE HF_ENDPOINT HF_HUB_OFFLINE HF_HUB_CACHE HF_TOKEN \
-    HUGGING_FACE_HUB_TOKEN TRANSFORMERS_OFFLINE
+    HUGGING_FACE_HUB_TOKEN TRANSFORMERS_OFFLINE KAGGLE_API_TOKEN KAGGLE_USERNAME KAGGLE_KEY \
+    KAGGLE_API_ENVIRONMENT
 for hub in HF TFHUB KAGGLE ONNX TORCH KERAS GITHUB; do unset "MODELHUB_${hub}_URL"; done
 export HF_HOME="$work/cache/huggingface" TORCH_HOME="$work/cache/torch" \
     KERAS_HOME="$work/cache/keras" TFHUB_CACHE_DIR="$work/cache/tfhub" \
+    KAGGLEHUB_CACHE="$work/cache/kagglehub" KAGGLE_CONFIG_DIR="$work/cache/kaggle-config" \
     HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 MODELHUB_QUIET=1
 seed="$work/seed"
 fresh="$work/store"
@@ -70,7 +72,7 @@ cmd "$PY" scripts/fetch_models.py --all --list
 "$PY" scripts/demo_seed.py "$work/models.json" "$work" >"$work/plan.tsv"
 mapfile -t plan <"$work/plan.tsv"
 echo "${#plan[@]} models: silero-vad (ONNX, and a Hugging Face-style snapshot)," \
-    "facenet-pytorch (state_dicts), fer (Keras .h5)"
+    "facenet-pytorch (state_dicts, also as a Kaggle PyTorch version), fer (Keras .h5)"
 
 say "2. a seed store: modelhub import FILE --as REF"
 echo "MODELHUB_PATH=$(short "$seed")"
@@ -126,7 +128,8 @@ cmd cat modelhub.toml
 head -n 9 "$project/modelhub.toml"
 echo "... ($(grep -c '^\[\[model\]\]' "$project/modelhub.toml") models)"
 echo "# onnx: through /onnx/ONNX_HUB_MANIFEST.json (validated: onnx.checker + onnxruntime)," \
-    "hf: through /hf/api/... with huggingface_hub, url: through modelhub's transfer engine"
+    "hf: through /hf/api/... with huggingface_hub, kaggle: through Kaggle's RPCs" \
+    "(/kaggle/v1/models.ModelApiService/...), url: through modelhub's transfer engine"
 cmd modelhub sync modelhub.toml
 # Its notes ("PyTorch weights are stored as they are") would repeat for every file.
 modelhub sync "$project/modelhub.toml" 2>"$work/sync.err" || { cat "$work/sync.err" >&2; exit 1; }
@@ -139,7 +142,7 @@ say "4b. the same set on another machine, exactly as locked: modelhub sync --loc
 cp "$project/modelhub.lock" "$work/lock.before"
 cmd MODELHUB_PATH=STORE2 modelhub sync modelhub.toml --locked
 MODELHUB_PATH="$work/store2" HF_HOME="$work/cache2/huggingface" TORCH_HOME="$work/cache2/torch" \
-    KERAS_HOME="$work/cache2/keras" modelhub sync "$project/modelhub.toml" --locked \
+    KERAS_HOME="$work/cache2/keras" KAGGLEHUB_CACHE="$work/cache2/kagglehub" modelhub sync "$project/modelhub.toml" --locked \
     >/dev/null 2>"$work/sync.err" \
     || { cat "$work/sync.err" >&2; die "modelhub sync --locked failed"; }
 cmp -s "$work/lock.before" "$project/modelhub.lock" || die "sync --locked changed the lock"

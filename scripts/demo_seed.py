@@ -18,6 +18,10 @@ modelhub.toml), ``-`` otherwise):
   manifest (``/onnx/ONNX_HUB_MANIFEST.json``), validated on arrival;
 - a snapshot folder of silero-vad files → ``hf:snakers4/silero-vad``: pulled through the
   mirror's Hugging Face API by ``huggingface_hub``;
+- facenet-pytorch's ``pnet/rnet/onet.pt`` → one Kaggle PyTorch version
+  ``kaggle:timesler/facenet-pytorch/pyTorch/mtcnn/1``: pulled without its version through the
+  mirror's Kaggle RPCs (the newest version resolved, every file md5-checked, pickles opened
+  weights_only);
 - facenet-pytorch's ``pnet/rnet/onet.pt`` → ``torch:<stem>`` and fer's ``emotion_model.hdf5``
   → ``keras:emotion_model``: the mirror serves them in the download.pytorch.org and Keras
   Applications layouts; ``torch:NAME``/``keras:NAME`` pulls resolve names through torchvision's
@@ -52,6 +56,7 @@ imported into a modelhub seed store as `hf:snakers4/silero-vad` and served by `m
 """
 TORCH_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
 KERAS_FILE, KERAS_FAMILY = "emotion_model.hdf5", "fer"
+KAGGLE_MODEL = "kaggle:timesler/facenet-pytorch/pyTorch/mtcnn"
 
 
 def sha256_file(path: Path) -> str:
@@ -81,6 +86,16 @@ def plan(models: dict[str, Path], work: Path) -> list[tuple[str, str, str, str]]
         if name in models:
             url = f"url:{{mirror}}/torch/models/{name}"
             rows.append((str(models[name]), f"torch:{Path(name).stem}", url, ""))
+    mtcnn = [n for n in TORCH_FILES if n in models]
+    if mtcnn:
+        # The same state_dicts as one Kaggle PyTorch version (three files, each pickle checked
+        # weights_only on arrival), pulled without a version: the newest one is resolved.
+        version = work / "kaggle-version" / "mtcnn"
+        shutil.rmtree(version, ignore_errors=True)
+        version.mkdir(parents=True)
+        for name in mtcnn:
+            shutil.copyfile(models[name], version / name)
+        rows.append((str(version), f"{KAGGLE_MODEL}/1", KAGGLE_MODEL, "-"))
     if KERAS_FILE in models:
         url = f"url:{{mirror}}/keras/tensorflow/keras-applications/{KERAS_FAMILY}/{KERAS_FILE}"
         rows.append((str(models[KERAS_FILE]), f"keras:{Path(KERAS_FILE).stem}", url, ""))

@@ -34,6 +34,10 @@ _HUB_ENV = [
     "HUGGING_FACE_HUB_TOKEN",
     "MODELHUB_TRUSTED_REPOS",
     "MODELHUB_REMOTE",
+    "KAGGLE_API_TOKEN",
+    "KAGGLE_USERNAME",
+    "KAGGLE_KEY",
+    "KAGGLE_API_ENVIRONMENT",
 ]
 
 
@@ -48,6 +52,9 @@ def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODELHUB_RETRIES", "3")
     monkeypatch.setenv("MODELHUB_TIMEOUT", "10")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # kagglehub's cache and credentials: never the user's (~/.cache/kagglehub, ~/.kaggle).
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub-cache"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
     return root
 
 

@@ -29,11 +29,23 @@ from modelhub.store import layout
         ("https://tfhub.dev/google/bert/3", ModelRef("tfhub", "google/bert/3")),
         (
             "kaggle:google/mobilenet-v2/TensorFlow2/100-224-classification/2",
-            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224-classification/2"),
+            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224-classification", "2"),
         ),
         (
             "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224/2",
-            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224/2"),
+            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224", "2"),
+        ),
+        (
+            "kaggle:google/gemma-3/keras/gemma3_1b@3",
+            ModelRef("kaggle", "google/gemma-3/keras/gemma3_1b", "3"),
+        ),
+        (
+            "https://www.kaggle.com/models/google/gemma-3/frameworks/keras/variations/gemma3_1b/versions/3",
+            ModelRef("kaggle", "google/gemma-3/keras/gemma3_1b", "3"),
+        ),
+        (
+            "https://www.kaggle.com/models/google/gemma-3/frameworks/keras/variations/gemma3_1b",
+            ModelRef("kaggle", "google/gemma-3/keras/gemma3_1b"),
         ),
         ("onnx:mnist", ModelRef("onnx", "mnist")),
         ("onnx:mnist@8", ModelRef("onnx", "mnist", "8")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import http.client
 import os
 import random
 import re
@@ -236,3 +237,16 @@ def strong_etag(etag: str | None) -> str | None:
     """``etag`` if it is a strong validator, else None."""
     # Weak validators cannot be used with If-Range (RFC 9110 13.1.5).
     return etag if etag and not etag.startswith("W/") else None
+
+
+def declared_md5(resp: http.client.HTTPResponse, *, whole: bool) -> str | None:
+    """The base64 MD5 a response declares for the whole content: ``x-goog-hash: md5=...``
+    (Google Cloud Storage sends the whole object's hashes, ranged responses too), else
+    ``Content-MD5`` when the body is the whole content (``whole``)."""
+    for value in resp.headers.get_all("x-goog-hash") or []:
+        for item in value.split(","):
+            name, sep, digest = item.strip().partition("=")
+            if sep and name.strip().lower() == "md5" and digest.strip():
+                return digest.strip()
+    plain = resp.getheader("Content-MD5")
+    return plain.strip() if whole and plain and plain.strip() else None

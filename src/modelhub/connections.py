@@ -82,9 +82,14 @@ class Conn:
         return bool(readable)
 
     def request(
-        self, method: str, target: Target, headers: Mapping[str, str]
+        self,
+        method: str,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
     ) -> http.client.HTTPResponse:
-        """Send one request and read the status line + headers.
+        """Send one request (with ``body``, e.g. an RPC's JSON) and read the status line +
+        headers.
 
         Raises Retryable (or NetworkError) for transport failures, classified by phase.
         """
@@ -101,7 +106,7 @@ class Conn:
             path = target.absolute()  # http via proxy: absolute-URI request line
             hdrs.update(_proxy_headers(self.proxy))
         try:
-            self.http.request(method, path, headers=hdrs)
+            self.http.request(method, path, body=body, headers=hdrs)
             return self.http.getresponse()
         except Exception as exc:
             self.close()

@@ -47,13 +47,26 @@ T = TypeVar("T")
 class Session:
     """One logical transfer: the original URL, its token scope, timeout and retry budget."""
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None, token: str | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        token: str | None,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> None:
         cfg = settings()
         if cfg.offline:
             raise OfflineError(f"offline mode is on; not fetching {redact(url)}")
         parse_url(url)  # reject non-http(s) URLs before any I/O
         self.url = url
         self.token = token
+        #: The original request's method and body (an RPC answered by a redirect to the
+        #: bytes: a JSON POST whose 302 is followed with a GET). Every request to the original
+        #: URL sends them, so a re-resolution after an expired redirect is the same request.
+        self.method = method.upper()
+        self.body = body
         self.extra = dict(headers or {})
         self.timeout = cfg.timeout
         self.retries = max(0, cfg.retries)
@@ -77,25 +90,36 @@ class Session:
         url: str | None = None,
         follow: bool = True,
     ) -> tuple[Conn, http.client.HTTPResponse, str]:
-        """Send one request and follow redirects; return the first non-redirect response."""
-        url = url or self.url
+        """Send one request and follow redirects; return the first non-redirect response.
+
+        A request to the original URL of a session with a body (an RPC) is sent as that
+        session's method with its body, whatever ``method`` says."""
+        body: bytes | None = None
+        if url is None or url == self.url:
+            url = self.url
+            if self.body is not None and method != "HEAD":
+                method, body = self.method, self.body
         for _ in range(MAX_REDIRECTS + 1):
             target = parse_url(url)
             headers = self.headers_for(url, extra)
+            if body is not None:
+                headers.setdefault("Content-Type", "application/json")
             conn = POOL.get(target, self.timeout)
             try:
-                resp = conn.request(method, target, headers)
+                resp = conn.request(method, target, headers, body)
             except Retryable as exc:
                 if not conn.reused or exc.timeout:
                     raise
                 # An idle keep-alive connection the server had closed: one free retry.
                 conn = POOL.fresh(target, self.timeout)
-                resp = conn.request(method, target, headers)
+                resp = conn.request(method, target, headers, body)
             location = resp.getheader("Location")
             if not follow or resp.status not in REDIRECT_STATUSES or not location:
                 return conn, resp, url
             drain_and_release(conn, resp)
             url, method = redirect_target(url, location, resp.status, method)
+            if method in ("GET", "HEAD"):
+                body = None  # 301/302/303 turned the POST into a GET: no body follows
         raise NetworkError(f"too many redirects (> {MAX_REDIRECTS}) from {redact(self.url)}")
 
     def open_again(

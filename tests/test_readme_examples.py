@@ -233,14 +233,14 @@ def test_readme_command_runs(example: Example, world: World, tmp_path: Path) -> 
         return
     assert proc.returncode == 0, f"`{command}` exited {proc.returncode}:\n{proc.stderr}"
     printed = [Path(line) for line in proc.stdout.strip().splitlines()]
-    produced = [store / s.produces for _, s in pairs if s.produces]
+    produced = [store / str(s.produced(world.mirror)) for _, s in pairs if s.produces]
     assert printed == produced, f"`{command}` printed {proc.stdout!r}"
     substituted = references(command)
     for ref, (_, stand_in) in zip(substituted, pairs, strict=True):
         manifest = Store(store).manifest(parse(ref))
         assert manifest is not None, f"{ref}: no manifest in the store"
         assert Store(store).verify(manifest) == [], f"{ref}: the store does not verify"
-        assert store / manifest.primary_path == store / str(stand_in.produces)
+        assert store / manifest.primary_path == store / str(stand_in.produced(world.mirror))
         for rel in stand_in.extra:
             assert (store / rel).is_file(), f"{ref}: {rel} is missing"
         for rel in stand_in.cached:  # where the README says the original lands (SDK caches)

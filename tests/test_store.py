@@ -61,7 +61,14 @@ def test_layout_contract() -> None:
     )
     assert layout.staged_path(parse("keras:ResNet50"), "resnet50", "h5") == "keras/resnet50.h5"
     assert layout.model_dir(parse("hf:org/name")) == "huggingface/org/name"
-    assert layout.model_dir(parse("url:https://h/x/model.onnx")) == "onnx"
+    # url: files are filed under their source: host[_port] and the URL's folders.
+    assert layout.model_dir(parse("url:https://h/x/model.onnx")) == "onnx/h/x"
+    assert layout.model_dir(parse("url:http://h:8080/model.onnx")) == "onnx/h_8080"
+    assert layout.framework_for(parse("url:https://h/x/vocab.bin")) == "other"
+    odd = layout.model_dir(parse("url:https://h/a%20b/m.onnx?v=1"))
+    assert odd.startswith("onnx/h/_a_b/_") and odd != layout.model_dir(
+        parse("url:https://h/a_b/m.onnx")
+    )
     assert layout.framework_for(parse("url:https://h/x/w.safetensors")) == "pytorch"
     assert layout.framework_for(parse("url:https://h/x/m.tar.gz")) == "tensorflow"
     assert layout.manifest_path(parse("onnx:a")) != layout.manifest_path(parse("onnx:a@12"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from modelhub.cli.main import main
-from modelhub.errors import LockMismatchError
+from modelhub.errors import EXIT_CHANGES, LockMismatchError
 from modelhub.importer import import_path
 from modelhub.lockfile import LOCK_NAME, read_lock
 from modelhub.mirror.app import BackgroundMirror
@@ -241,11 +241,11 @@ def test_locked_and_check_catch_changed_upstream(
     changed = {ONNX[1], HF[2], TFHUB[0], parse(changed_url).canonical}
 
     capsys.readouterr()
-    assert main(["sync", str(toml), "--check"]) == 1
+    assert main(["sync", str(toml), "--check"]) == EXIT_CHANGES
     out = capsys.readouterr().out
     assert all(ref in out for ref in changed)
     code, doc = _sync_json(capsys, str(toml), "--check")
-    assert code == 1
+    assert code == EXIT_CHANGES
     assert {m["ref"] for m in doc["models"] if m["state"] == "changed"} == changed
 
     # The store that already holds the locked bytes still satisfies --locked (no network).
@@ -308,7 +308,7 @@ def test_update_refreshes_a_stale_sdk_cache(
     before = read_lock(toml.parent / LOCK_NAME)
     upstream.reimport(TFHUB[0], seed=55)
     capsys.readouterr()
-    assert main(["sync", str(toml), "--check"]) == 1
+    assert main(["sync", str(toml), "--check"]) == EXIT_CHANGES
     capsys.readouterr()
     assert main(["sync", str(toml), "--update"]) == 0, capsys.readouterr().err
     after = read_lock(toml.parent / LOCK_NAME)
@@ -400,13 +400,14 @@ def test_spec_options_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFix
     toml = tmp_path / "modelhub.toml"
     toml.write_text(
         '[[model]]\nref = "hf:org/name"\nrevision = "v1"\ninclude = "*.json"\n'
-        'exclude = ["*.bin"]\nstorage = "compressed"\n',
+        'exclude = ["*.bin"]\n\n[[model]]\nref = "tfhub:a/b/1"\nstorage = "compressed"\n',
         encoding="utf-8",
     )
-    [spec] = load_specs(toml)
+    spec, archive = load_specs(toml)
     assert spec.name == "hf:org/name@v1"
     assert spec.pull_options() == {"include": ["*.json"], "exclude": ["*.bin"]}
-    assert spec.request()["storage"] == "compressed"
+    assert spec.request()["storage"] == "uncompressed"
+    assert archive.request()["storage"] == "compressed"
     assert main(["sync", str(tmp_path / "nope.toml")]) == 3
 
 

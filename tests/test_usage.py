@@ -124,8 +124,9 @@ def test_du_two_revisions_sharing_a_blob(
 def test_rm_refuses_shared_files_without_force(
     zoo, store_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A url: of the same file lands on the same store path as the zoo model: shared.
-    url_ref = f"url:{zoo.file_url('validated/tiny/model/tiny-mlp-13.onnx')}"
+    # The model at its opset named (another reference) is the same file: shared. (A url: of
+    # that file is filed under its source, so it shares nothing with the zoo's.)
+    url_ref = "onnx:tiny-mlp@13"
     assert main(["pull", "onnx:tiny-mlp", url_ref]) == 0
     capsys.readouterr()
     assert main(["rm", "onnx:tiny-mlp"]) == 1
@@ -278,7 +279,7 @@ def test_gc_never_deletes_what_a_manifest_owns_by_the_time_it_acts(
 def test_gc_keep_lock_removes_models_not_in_it(
     zoo, store_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url_ref = f"url:{zoo.file_url('validated/tiny/model/tiny-mlp-13.onnx')}"
+    url_ref = "onnx:tiny-mlp@13"  # the same file as onnx:tiny-mlp, under another reference
     project = tmp_path / "project"
     project.mkdir()
     (project / "modelhub.toml").write_text(f'[[model]]\nref = "{url_ref}"\n')

@@ -54,6 +54,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'modelhub' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The public names only (``__all__``): not the submodules an import left as attributes
+    (``cli``, ``config``, ``store``, ...) nor this module's own helpers."""
+    return sorted(__all__)
+
+
 __version__ = "0.1.0"
 
 __all__ = [

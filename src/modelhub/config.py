@@ -38,26 +38,69 @@ def flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in TRUE
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        return default
+def _bad(name: str, raw: str, wants: str, default: object) -> Exception:
+    from .errors import UsageError
+
+    return UsageError(f"{name}={raw!r} is not {wants}; set it to one, or unset it ({default})")
 
 
-def _float(name: str, default: float) -> float:
+def _int(name: str, default: int, least: int) -> int:
     raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
+    if not raw:
         return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise _bad(name, raw, f"a whole number of at least {least}", f"default {default}")
+    return value
+
+
+def _float(name: str, default: float, wants: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise _bad(name, raw, wants, f"default {default:g}")
+    return value
+
+
+def _url(name: str, raw: str) -> str:
+    """``raw`` (the value of ``name``) when it is an http(s) URL; else a UsageError naming it."""
+    if raw.lower().startswith(("http://", "https://")) and len(raw.split("://", 1)[1]) > 0:
+        return raw
+    from .errors import UsageError
+
+    raise UsageError(
+        f"{name}={raw!r} is not a URL: write it with its scheme, e.g. "
+        f"{name}=http://{raw.split('://')[-1] or 'HOST:PORT'}"
+    )
 
 
 def store_root() -> str:
     """The store root from the environment: ``$MODELHUB_PATH``, else ``~/.modelhub``."""
     raw = os.environ.get("MODELHUB_PATH", "").strip()
     return os.path.abspath(os.path.expanduser(raw) if raw else os.path.expanduser("~/.modelhub"))
+
+
+def checked_store_root() -> str:
+    """:func:`store_root`, refused (UsageError, exit 2) when it names something that is not a
+    folder (a file): ``list`` would call such a store empty and ``path`` fail obscurely."""
+    root = store_root()
+    if os.path.exists(root) and not os.path.isdir(root):
+        from .errors import UsageError
+
+        where = "MODELHUB_PATH" if os.environ.get("MODELHUB_PATH", "").strip() else "the store"
+        raise UsageError(
+            f"{where} ({root}) is a file, not a folder; set MODELHUB_PATH to a folder "
+            "(it is created when missing)"
+        )
+    return root
 
 
 def override(**values: object) -> None:
@@ -140,7 +183,7 @@ def _hub_url(key: str, mirror: str | None, known: dict[str, Endpoint]) -> str:
     endpoint = known[key]
     explicit = os.environ.get(endpoint.env, "").strip()
     if explicit:
-        return explicit.rstrip("/")
+        return _url(endpoint.env, explicit).rstrip("/")
     if endpoint.under is not None:
         base, path = endpoint.under
         return f"{_hub_url(base, mirror, known)}/{path.strip('/')}"
@@ -156,14 +199,18 @@ def settings() -> Settings:
     from pathlib import Path
 
     mirror = os.environ.get("MODELHUB_MIRROR", "").strip().rstrip("/") or None
+    if mirror:
+        mirror = _url("MODELHUB_MIRROR", mirror)
     known = endpoints()
     link_mode = os.environ.get("MODELHUB_LINK_MODE", "auto").strip().lower() or "auto"
+    if link_mode not in LINK_MODES:
+        raise _bad("MODELHUB_LINK_MODE", link_mode, f"one of {', '.join(LINK_MODES)}", "auto")
     trusted = frozenset(
         r.strip() for r in os.environ.get("MODELHUB_TRUSTED_REPOS", "").split(",") if r.strip()
     )
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
     values: dict[str, object] = {
-        "store_root": Path(store_root()),
+        "store_root": Path(checked_store_root()),
         "link_mode": link_mode,
         "mirror": mirror,
         "hub_urls": {key: _hub_url(key, mirror, known) for key in known},
@@ -171,9 +218,9 @@ def settings() -> Settings:
         "offline": flag("MODELHUB_OFFLINE") or flag("HF_HUB_OFFLINE"),
         "debug": flag("MODELHUB_DEBUG"),
         "quiet": flag("MODELHUB_QUIET"),
-        "timeout": _float("MODELHUB_TIMEOUT", 30.0),
-        "retries": _int("MODELHUB_RETRIES", 5),
-        "connections": max(1, _int("MODELHUB_CONNECTIONS", 4)),
+        "timeout": _float("MODELHUB_TIMEOUT", 30.0, "a positive number of seconds"),
+        "retries": _int("MODELHUB_RETRIES", 5, 0),
+        "connections": _int("MODELHUB_CONNECTIONS", 8, 1),
         "hf_token": token,
         "remote": os.environ.get("MODELHUB_REMOTE", "").strip() or None,
     }

@@ -7,6 +7,8 @@ prose on stderr; library code raises them with a one-line message.
 
 Exit codes: 0 ok, 1 other error, 2 bad usage or reference, 3 not found,
 4 authentication/gated/untrusted, 5 integrity failure, 6 network unreachable or offline.
+``outdated`` and ``sync --check`` exit 10 (``EXIT_CHANGES``) when they found changes: an
+answer, not a failure (as ``diff``'s 1), kept apart from every error code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ EXIT_NOT_FOUND = 3
 EXIT_AUTH = 4
 EXIT_INTEGRITY = 5
 EXIT_NETWORK = 6
+#: ``outdated`` / ``sync --check``: the run worked and found models that changed upstream.
+EXIT_CHANGES = 10
 
 
 class ModelhubError(Exception):

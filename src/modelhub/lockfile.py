@@ -1,5 +1,5 @@
-"""The lock file (``modelhub.lock``): what every model of a set resolved to — its immutable
-revision and the sha256 of every file and staged artifact.
+"""The lock file (``NAME.lock`` beside ``NAME.toml``): what every model of a set resolved
+to — its immutable revision and the sha256 of every file and staged artifact.
 
 Why JSON and not TOML: ``tomllib`` reads TOML but cannot write it, and a lock is written by a
 machine on every sync; ``json.dumps(sort_keys=True, indent=2)`` gives a deterministic,
@@ -116,9 +116,16 @@ def _staged_records(manifest: Manifest) -> list[dict[str, Any]]:
     )
 
 
-def lock_path_for(toml_path: Path) -> Path:
-    """``modelhub.lock`` in the folder of the TOML file."""
-    return Path(toml_path).absolute().parent / LOCK_NAME
+def lock_path_for(toml_path: Path | str, lock: Path | str | None = None) -> Path:
+    """The lock of the model set at ``toml_path``: ``lock`` when given (``--lock FILE``), else
+    the set's own, beside it and named after it (``dev.toml`` → ``dev.lock``,
+    ``modelhub.toml`` → ``modelhub.lock``), so that two sets never share a lock."""
+    if lock is not None:
+        return Path(lock).expanduser().absolute()
+    path = Path(toml_path).absolute()
+    return (
+        path.with_suffix(".lock") if path.suffix != ".lock" else path.with_name(path.name + ".lock")
+    )
 
 
 def render_lock(entries: Sequence[LockEntry]) -> bytes:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .config import settings
 from .errors import (
+    EXIT_CHANGES,
     EXIT_ERROR,
     EXIT_NETWORK,
     EXIT_OK,
@@ -83,10 +84,12 @@ def check_store(
 
 
 def exit_code(statuses: Sequence[UpstreamStatus]) -> int:
-    """1 if any model changed (or is gone) upstream; else 6 if a hub was unreachable; else the
-    code of another failure (e.g. 4, access denied); else 0 (``unknown`` counts as no change)."""
+    """``EXIT_CHANGES`` (10) if any model changed (or is gone) upstream: the question is
+    answered even when another hub could not be asked; else 6 if a hub was unreachable; else
+    the code of another failure (e.g. 4, access denied); else 0 (``unknown`` counts as no
+    change)."""
     if any(s.changed for s in statuses):
-        return EXIT_ERROR
+        return EXIT_CHANGES
     if any(s.state == "unreachable" for s in statuses):
         return EXIT_NETWORK
     for s in statuses:

@@ -3,9 +3,10 @@
 The set is a TOML file (``modelhub.toml``, :mod:`modelhub.modelset`) of ``[[model]]`` tables.
 
 Each model goes through :func:`modelhub.pipeline.pull` (its own per-model lock; a model already
-in the store costs no network). ``modelhub.lock``, written next to the TOML file, records for
-every model the immutable revision it resolved to and the sha256 of every file and staged
-artifact.
+in the store costs no network). The set's lock, written next to the TOML file and named after
+it (``dev.toml`` → ``dev.lock``; ``lock=`` / ``--lock FILE`` chooses another), records for every
+model the immutable revision it resolved to and the sha256 of every file and staged artifact.
+A sync in which every model failed leaves the lock as it was.
 
 The lock's format is :mod:`modelhub.lockfile`'s.
 
@@ -176,7 +177,19 @@ class _Syncer:
         self.event("done", index, result)
         return result
 
-    def _pull(self, spec: ModelSpec, *, force: bool = False, sha256: str | None = None) -> Manifest:
+    def _pull(
+        self,
+        spec: ModelSpec,
+        *,
+        force: bool = False,
+        sha256: str | None = None,
+        locked: str | None = None,
+    ) -> Manifest:
+        # ``locked``: the lock's revision, for a hub that resolves a moving name (a Kaggle
+        # variation's newest version) to fetch exactly that one.
+        options = spec.pull_options()
+        if locked:
+            options["locked_revision"] = locked
         model = pull(
             spec.ref,
             stage=spec.stage,
@@ -186,7 +199,7 @@ class _Syncer:
             sha256=sha256 or spec.sha256,
             store=self.store,
             progress=False,
-            options=spec.pull_options(),
+            options=options,
             stager=self.stager,
             offload=self.offloads.get(spec.ref.hub),
         )
@@ -217,7 +230,7 @@ class _Syncer:
             # hash-checking mode does). Asking upstream first would cost every model of a
             # fresh node its metadata round trips twice.
             self.event("phase", index, result, "pulling")
-            manifest = self._pull(spec, sha256=pinned)
+            manifest = self._pull(spec, sha256=pinned, locked=entry.revision)
             problems = entry.differences(manifest)
             if problems:
                 with self.store.lock(spec.ref):
@@ -238,7 +251,9 @@ class _Syncer:
             if status.state == "unreachable":
                 raise NetworkError(f"{spec.name}: {status.message}")
             self.event("phase", index, result, "pulling")
-            manifest = self._pull(spec, force=before is not None, sha256=pinned)
+            manifest = self._pull(
+                spec, force=before is not None, sha256=pinned, locked=entry.revision
+            )
         problems = entry.differences(manifest)
         if problems:
             raise LockMismatchError(f"{spec.name} differs from the lock: {_describe(problems)}")
@@ -297,6 +312,7 @@ def sync(
     offline: bool | None = None,
     on_event: Callable[[SyncEvent], None] | None = None,
     stage_in_processes: bool = False,
+    lock: Path | str | None = None,
 ) -> SyncReport:
     """Install the model set at ``path`` (``mode``: sync, locked or update); return the report.
 
@@ -309,24 +325,27 @@ def sync(
     processes re-import the ``__main__`` module, so a script calling this needs the usual
     ``if __name__ == "__main__":`` guard.
 
+    ``lock`` is the lock file (default: the set's own, :func:`lock_path_for`).
+
     Every model is attempted even when others fail; failures are in the report (its
-    ``exit_code``), not raised. Raises NotFoundError / UsageError for the TOML file, and
-    LockMismatchError (exit 5) in ``locked`` mode when the lock is missing or does not cover
-    the TOML file exactly (before anything is pulled).
+    ``exit_code``), not raised; when every model failed the lock is not written. Raises
+    NotFoundError / UsageError for the TOML file, and LockMismatchError (exit 5) in
+    ``locked`` mode when the lock is missing or does not cover the TOML file exactly (before
+    anything is pulled).
     """
     if mode not in MODES:
         raise UsageError(f"unknown sync mode {mode!r}")
     started = time.monotonic()
     path = Path(path)
     specs = load_specs(path)
-    lock_file = lock_path_for(path)
-    lock = read_lock(lock_file)
+    lock_file = lock_path_for(path, lock)
+    locked = read_lock(lock_file)
     if mode == "locked":
-        _check_lock_covers(specs, lock, lock_file)
+        _check_lock_covers(specs, locked, lock_file)
     st = store if store is not None else Store()
     results = [SyncResult(spec) for spec in specs]
     workers = max(1, jobs if jobs and jobs > 0 else default_jobs())
-    syncer = _Syncer(st, mode, lock or {}, offline, on_event or (lambda e: None), len(specs))
+    syncer = _Syncer(st, mode, locked or {}, offline, on_event or (lambda e: None), len(specs))
     if results:
         picker = Picker(specs)
         threads = min(workers, len(results))
@@ -355,11 +374,11 @@ def sync(
                 for future in [pool.submit(work) for _ in range(threads)]:
                     future.result()
     report = SyncReport(path, lock_file, mode, results)
-    if mode != "locked":
+    if mode != "locked" and not (results and all(r.failed for r in results)):
         entries = [r.entry for r in results if r.entry is not None]
         # A model that failed keeps its previous entry, so one bad pull does not unpin it.
         for r in results:
-            old = (lock or {}).get(r.spec.name)
+            old = (locked or {}).get(r.spec.name)
             if r.entry is None and old is not None and old.request == r.spec.request():
                 entries.append(old)
         report.lock_written = write_lock(lock_file, entries)
@@ -413,16 +432,20 @@ def _check_lock_covers(
 
 
 def check(
-    path: Path | str = DEFAULT_FILE, *, jobs: int | None = None, store: Store | None = None
+    path: Path | str = DEFAULT_FILE,
+    *,
+    jobs: int | None = None,
+    store: Store | None = None,
+    lock: Path | str | None = None,
 ) -> list[Any]:
-    """``sync --check``: ask upstream about every model of the lock next to ``path``.
+    """``sync --check``: ask upstream about every model of the lock of ``path`` (or ``lock``).
 
     Returns :class:`modelhub.outdated.UpstreamStatus` records in lock order (metadata requests
     only). Raises NotFoundError (exit 3) when there is no lock.
     """
     from .outdated import Recorded, check_many
 
-    lock_file = lock_path_for(Path(path))
+    lock_file = lock_path_for(Path(path), lock)
     lock = read_lock(lock_file)
     if lock is None:
         raise NotFoundError(f"no lock at {lock_file}; run `modelhub sync` first")

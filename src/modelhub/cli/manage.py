@@ -12,9 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import override
-from ..errors import EXIT_OK
+from ..errors import EXIT_CHANGES, EXIT_OK
+from ..store import Store
+from .jsonout import model_size, result_doc
+from .options import jobs, port
+from .output import about, error_line, human_size, quiet, table, way_out
 from .output import err as _err
-from .output import human_size, one_line, quiet, table
 from .output import out as _out
 
 if TYPE_CHECKING:
@@ -25,21 +28,43 @@ if TYPE_CHECKING:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``sync``, ``du``, ``gc``, ``view`` and ``outdated`` on ``sub``."""
-    p = sub.add_parser("sync", help="pull a set of models (modelhub.toml) and write modelhub.lock")
+    p = sub.add_parser(
+        "sync",
+        help="pull a set of models (FILE.toml) and pin it in its lock (FILE.lock)",
+        description="Pull the models a TOML file declares ([[model]] tables) and write its lock "
+        "beside it, named after it (dev.toml -> dev.lock). Exit codes: the contract's; "
+        f"--check exits {EXIT_CHANGES} when models changed upstream.",
+    )
     p.add_argument(
-        "file", nargs="?", default="modelhub.toml", metavar="FILE", help="default: modelhub.toml"
+        "file",
+        nargs="?",
+        default="modelhub.toml",
+        metavar="FILE",
+        help="the model set (default: modelhub.toml)",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
-        "--locked", action="store_true", help="install exactly modelhub.lock (exit 5 on change)"
+        "--locked", action="store_true", help="install exactly the lock (exit 5 on change)"
     )
     mode.add_argument("--update", action="store_true", help="re-resolve every model upstream")
     mode.add_argument(
-        "--check", action="store_true", help="only ask upstream whether the lock is outdated"
+        "--check",
+        action="store_true",
+        help=f"only ask upstream whether the lock is outdated (exit {EXIT_CHANGES} if so)",
     )
-    p.add_argument("--jobs", "-j", type=int, default=0, help="models pulled in parallel")
+    p.add_argument(
+        "--lock",
+        metavar="LOCKFILE",
+        help="the lock to read and write (default: FILE with .lock for .toml)",
+    )
+    p.add_argument("--jobs", "-j", type=jobs, help="models pulled in parallel")
     p.add_argument("--offline", action="store_true", help="never use the network")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only say what each model would fetch, from where, how many bytes (nothing written)",
+    )
     p.add_argument(
         "--remote",
         nargs="?",
@@ -50,34 +75,36 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
 
     p = sub.add_parser("du", help="disk usage per framework and per model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the usage as JSON")
 
     p = sub.add_parser("gc", help="remove temporary leftovers, orphaned files, unlocked models")
     p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     p.add_argument(
-        "--keep-lock", metavar="FILE", help="also remove every model not in this modelhub.lock"
+        "--keep-lock", metavar="FILE", help="also remove every model not in this lock file"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plan and result as JSON")
 
     p = sub.add_parser("view", help="open a model in the netron viewer (127.0.0.1)")
-    p.add_argument("ref", metavar="REF")
+    p.add_argument("ref", metavar="REF", help="the model (pulled first when missing)")
     p.add_argument("--no-browser", action="store_true", help="only print the URL")
-    p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    p.add_argument("--port", type=port, default=0, help="port (default: any free port)")
     p.add_argument("--original", action="store_true", help="the original, not the staged file")
 
-    p = sub.add_parser("outdated", help="list pulled models that changed upstream")
+    p = sub.add_parser(
+        "outdated",
+        help="list pulled models that changed upstream",
+        description="Ask each hub (metadata only) whether the models in the store changed "
+        f"since they were pulled. Exit 0: nothing changed; exit {EXIT_CHANGES}: changes "
+        "found; 6: a hub was unreachable; other codes: the contract's errors.",
+    )
     p.add_argument("refs", nargs="*", metavar="REF", help="default: every model in the store")
-    p.add_argument("--jobs", "-j", type=int, default=0, help="hubs asked in parallel")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--jobs", "-j", type=jobs, help="hubs asked in parallel (default: 8)")
+    p.add_argument("--json", action="store_true", help="print every model's state as JSON")
 
 
 # --- sync ---------------------------------------------------------------------------------------
 def _model_size(result: SyncResult) -> int:
-    manifest = result.manifest
-    if manifest is None:
-        return 0
-    sizes = {f.path: f.size for f in manifest.files} | {s.path: s.size for s in manifest.staged}
-    return sum(sizes.values())
+    return model_size(result.manifest) if result.manifest is not None else 0
 
 
 def _parity(result: SyncResult) -> str:
@@ -166,8 +193,8 @@ class _Progress:
         result = event.result
         width = len(str(event.total))
         head = f"[{self.done:>{width}}/{event.total}] {result.status:<6} {result.spec.name}"
-        if result.failed and result.error is not None:
-            return f"{head}: {one_line(result.error)}"
+        if result.failed:  # the reason is printed once, with the errors after the table
+            return f"{head}  (exit {result.exit_code}; the error follows the summary)"
         return f"{head}  {human_size(_model_size(result))}  {result.seconds:.2f} s"
 
     def close(self, report: SyncReport | None) -> None:
@@ -180,30 +207,30 @@ class _Progress:
             sys.stderr.write("\r\x1b[2K")
         if report is not None:
             ok = len(report.results) - len(report.failed)
+            if report.mode == "locked":
+                lock = "not written: --locked"
+            elif report.results and not ok:
+                lock = "not written: every model failed"
+            else:
+                lock = "written" if report.lock_written else "unchanged"
             sys.stderr.write(
                 f"synced {ok}/{len(report.results)} models in {report.seconds:.1f} s"
                 f"{f', {len(report.failed)} failed' if report.failed else ''}"
-                f"; {report.lock_path} {'written' if report.lock_written else 'unchanged'}"
-                f"{' (not written: --locked)' if report.mode == 'locked' else ''}\n"
+                f"; {report.lock_path} {lock}\n"
             )
         sys.stderr.flush()
 
 
-def _result_doc(result: SyncResult) -> dict[str, Any]:
-    manifest = result.manifest
-    return {
-        "ref": result.spec.name,
-        "status": result.status,
-        "revision": manifest.revision if manifest else None,
-        "size": _model_size(result),
-        "staged": [
-            {"format": s.format, "path": s.path, "parity": s.parity}
-            for s in (manifest.staged if manifest else [])
-        ],
-        "seconds": round(result.seconds, 3),
-        "error": " ".join(str(result.error).split()) if result.error is not None else None,
-        "exit_code": result.exit_code,
-    }
+def _result_doc(result: SyncResult, store: Store) -> dict[str, Any]:
+    return result_doc(
+        result.spec.name,
+        store,
+        result.manifest,
+        status=result.status,
+        error=result.error,
+        exit_code=result.exit_code,
+        seconds=result.seconds,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -211,7 +238,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .. import sync as syncmod
 
     if args.check:
-        return _print_statuses(syncmod.check(args.file, jobs=args.jobs or None), args.json)
+        statuses = syncmod.check(args.file, jobs=args.jobs, lock=args.lock)
+        return _print_statuses(statuses, args.json)
+    if args.dry_run:
+        from .plan import sync_plans
+
+        return sync_plans(args)
     mode = "locked" if args.locked else "update" if args.update else "sync"
     shared = None
     if args.remote is not None:
@@ -226,25 +258,27 @@ def cmd_sync(args: argparse.Namespace) -> int:
         report = syncmod.sync(
             args.file,
             mode=mode,
-            jobs=args.jobs or None,
+            jobs=args.jobs,
             offline=True if args.offline else None,
             on_event=progress,
             stage_in_processes=True,
+            lock=args.lock,
         )
     finally:
         progress.close(report)
     if args.json:
+        store = Store()
         _out(
             json.dumps(
                 {
-                    "file": str(report.path),
-                    "lock": str(report.lock_path),
+                    "file": str(report.path.absolute()),
+                    "lock": str(report.lock_path.absolute()),
                     "lock_written": report.lock_written,
                     "mode": report.mode,
                     "seconds": round(report.seconds, 3),
                     "failed": len(report.failed),
                     "exit_code": report.exit_code,
-                    "models": [_result_doc(r) for r in report.results],
+                    "models": [_result_doc(r, store) for r in report.results],
                 },
                 indent=2,
                 sort_keys=True,
@@ -269,10 +303,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         _out(table(rows, right=(3, 6)))
     for r in report.failed:
         assert r.error is not None
-        _err(f"modelhub: error: {r.spec.name}: {one_line(r.error)}")
+        _err(error_line(r.error, r.spec.name)[0])
     if shared is not None:
-        from ..store import Store
-
         store = Store()
         for r in report.results:
             if r.manifest is not None and not r.failed:
@@ -305,7 +337,8 @@ def _print_statuses(statuses: list[UpstreamStatus], as_json: bool) -> int:
         _out(table(rows))
     for s in shown:
         if s.state in ("unreachable", "error", "unknown", "missing") and s.message:
-            _err(f"modelhub: {s.state}: {s.ref}: {s.message}")
+            hint = way_out(s.error) if s.error is not None else ""
+            _err(f"modelhub: {s.state}: {about(s.ref, s.message)}{hint}")
     changed = sum(s.changed for s in statuses)
     _err(
         f"{changed} of {len(statuses)} model(s) changed upstream"
@@ -325,10 +358,11 @@ def _abbrev(value: str | None) -> str:
 
 
 def cmd_outdated(args: argparse.Namespace) -> int:
-    """``modelhub outdated [REF...]``: 1 if any changed upstream, 6 if a hub is unreachable."""
+    """``modelhub outdated [REF...]``: 10 (EXIT_CHANGES) if any changed upstream, else 6 if a
+    hub is unreachable."""
     from ..outdated import check_store
 
-    return _print_statuses(check_store(args.refs, jobs=args.jobs or None), args.json)
+    return _print_statuses(check_store(args.refs, jobs=args.jobs), args.json)
 
 
 # --- du and gc ----------------------------------------------------------------------------------

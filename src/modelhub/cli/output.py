@@ -39,7 +39,10 @@ def quiet() -> bool:
 def one_line(exc: BaseException) -> str:
     """``exc`` as one line (its type named when it is not one of modelhub's errors); with
     ``MODELHUB_DEBUG=1`` the traceback goes to stderr first."""
-    if settings().debug:
+    from ..config import flag, overrides
+
+    # Not settings(): the error being reported may be a bad setting that settings() refuses.
+    if overrides().get("debug", flag("MODELHUB_DEBUG")):
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
@@ -47,13 +50,82 @@ def one_line(exc: BaseException) -> str:
     return message if isinstance(exc, ModelhubError) else f"{type(exc).__name__}: {message}"
 
 
-def report(exc: BaseException) -> int:
-    """Print ``exc`` as one error line on stderr; return its exit code."""
+def _store_not_writable(exc: OSError) -> ModelhubError | None:
+    """A write refused inside the store (read-only file system, no permission) as the setup
+    mistake it is: one line naming MODELHUB_PATH, exit 2."""
+    import errno
+
+    from ..config import store_root
+    from ..errors import UsageError
+
+    if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not exc.filename:
+        return None
+    root = store_root()
+    name = str(exc.filename)
+    if name != root and not name.startswith(root.rstrip("/") + "/"):
+        return None
+    why = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable"
+    return UsageError(
+        f"the store at {root} {why} ({exc.strerror}: {name}); set MODELHUB_PATH to a folder "
+        "you can write to"
+    )
+
+
+def way_out(exc: BaseException) -> str:
+    """What to do about a network or offline error, appended to its line ("" for others)."""
+    import os
+
+    from ..config import flag, overrides
+    from ..errors import InsecureRedirectError, NetworkError, OfflineError
+
+    if isinstance(exc, OfflineError):
+        if overrides().get("offline"):
+            return "; --offline was given: run without it to download"
+        for name in ("MODELHUB_OFFLINE", "HF_HUB_OFFLINE"):
+            if flag(name):
+                return f"; {name}={os.environ[name]} is set: unset it to download"
+        return ""
+    if isinstance(exc, NetworkError) and not isinstance(exc, InsecureRedirectError):
+        mirror = os.environ.get("MODELHUB_MIRROR", "").strip()
+        if mirror:
+            return f"; is the mirror at MODELHUB_MIRROR={mirror} running?"
+        return (
+            "; if this machine cannot reach the hub, set MODELHUB_MIRROR to a `modelhub serve` "
+            "that can (or use --offline for what the store has)"
+        )
+    return ""
+
+
+def explain(exc: BaseException) -> BaseException:
+    """``exc``, or the error a user should see instead (a store that cannot be written)."""
+    if isinstance(exc, OSError) and not isinstance(exc, ModelhubError):
+        return _store_not_writable(exc) or exc
+    return exc
+
+
+def about(ref: object, message: str) -> str:
+    """``REF: MESSAGE``, unless the message already names the reference (never twice)."""
+    text = str(ref)
+    return message if text in message else f"{text}: {message}"
+
+
+def error_line(exc: BaseException, ref: object = None) -> tuple[str, int]:
+    """``modelhub: error: [REF: ]MESSAGE[; what to do]`` for ``exc``, and its exit code."""
+    exc = explain(exc)
     message = one_line(exc)
     if not isinstance(exc, ModelhubError):
         message += " (MODELHUB_DEBUG=1 shows the traceback)"
-    err(f"{PROG}: error: {message}")
-    return exit_code_for(exc) or EXIT_ERROR
+    if ref is not None:
+        message = about(ref, message)
+    return f"{PROG}: error: {message}{way_out(exc)}", exit_code_for(exc) or EXIT_ERROR
+
+
+def report(exc: BaseException, ref: object = None) -> int:
+    """Print ``exc`` as one error line on stderr (about ``ref`` when given); return its exit
+    code."""
+    line, code = error_line(exc, ref)
+    err(line)
+    return code
 
 
 def human_size(n: int) -> str:

@@ -148,6 +148,22 @@ def input_shape(options: Mapping[str, Any], weights: Any = None) -> tuple[int, .
     return (1, 3, 224, 224)
 
 
+def _no_such_model(name: str, names: list[str]) -> str:
+    """The message for a torchvision model that does not exist, with the closest names
+    (``resnet-18`` → ``resnet18``: separators and case ignored first)."""
+    import difflib
+
+    def bare(text: str) -> str:
+        return "".join(c for c in text.lower() if c.isalnum())
+
+    close = [n for n in sorted(names) if bare(n) == bare(name)]
+    close += [n for n in difflib.get_close_matches(name, names, n=3) if n not in close]
+    if close:
+        return f"torchvision has no model {name!r}; did you mean {', '.join(close[:3])}?"
+    known = ", ".join(sorted(names)[:8])
+    return f"torchvision has no model {name!r} (e.g. {known}, ...)"
+
+
 def weights_for(ref: ModelRef) -> Any:
     """torchvision's weights enum member for ``ref`` (DEFAULT unless named)."""
     try:
@@ -157,10 +173,7 @@ def weights_for(ref: ModelRef) -> Any:
     try:
         enum = tvm.get_model_weights(ref.name)
     except (ValueError, KeyError):
-        known = ", ".join(sorted(tvm.list_models())[:8])
-        raise ModelNotFoundError(
-            f"torchvision has no model {ref.name!r} (e.g. {known}, ...)"
-        ) from None
+        raise ModelNotFoundError(_no_such_model(ref.name, tvm.list_models())) from None
     member = ref.revision or "DEFAULT"
     try:
         return enum[member]

@@ -11,6 +11,7 @@ A hub does three things, in this order, and nothing else:
 ``pipeline.pull`` drives these steps under the model's lock and writes the manifest last; the
 adapter never calls back up into it. Everything else a hub may do differently is a declared
 method here with a default: ``auto_stage``, ``satisfies``, ``heavy_stage``, ``warm_up``,
+``preview`` (``--dry-run``), ``sdk_caches`` (``modelhub doctor``),
 ``check_upstream`` (``modelhub outdated``), ``import_kind`` (``modelhub import``) and
 ``lock_pin`` (``sync --locked``). What modelhub knows of a hub without importing it (grammar,
 endpoints, store folders) is its row in :mod:`modelhub.registry`. The seed interface
@@ -76,6 +77,8 @@ class StageRequest:
 
 
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+#: A preview plan's ``details`` key: the ``rel`` of files the SDK's cache already holds.
+PREVIEW_CACHED = "preview_cached"
 
 
 class ModelHub(ABC):
@@ -87,6 +90,10 @@ class ModelHub(ABC):
     default_stage: ClassVar[str] = "none"
     #: Stages this hub can produce.
     stages: ClassVar[tuple[str, ...]] = ("none",)
+    #: ``--storage`` values this hub honours: ``compressed`` only where it has such a form.
+    storages: ClassVar[tuple[str, ...]] = ("uncompressed",)
+    #: What ``--storage compressed`` keeps, for ``--help`` (hubs with that form only).
+    compressed_help: ClassVar[str] = ""
     #: For a hub whose SDK does its downloads: a module-level function that imports the SDK.
     #: ``modelhub sync --jobs N`` then starts a helper process with it (:mod:`modelhub.offload`)
     #: and hands the hub's SDK work there (``offload``), off the GIL of the other pulls.
@@ -170,6 +177,22 @@ class ModelHub(ABC):
         raise UnsupportedError(
             f"{self.name}: cannot stage to {request.fmt!r} (supported: {', '.join(self.stages)})"
         )
+
+    def preview(
+        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """What a pull of ``ref`` would fetch (``--dry-run``): a plan listing every file, with
+        its size where the hub's metadata gives it, from metadata requests only; nothing is
+        downloaded. A hub whose ``resolve`` leaves the files to its SDK lists them here; files
+        the SDK's cache already holds go in ``details[PREVIEW_CACHED]`` (their ``rel``).
+        Default: ``resolve``."""
+        return self.resolve(ref, offline=offline, options=options)
+
+    @classmethod
+    def sdk_caches(cls) -> dict[str, str]:
+        """The folders this hub's SDK caches models in, as the environment sets them now
+        (``modelhub doctor``): {what: absolute path}. Default: none."""
+        return {}
 
     def warm_up(self) -> None:
         """Do the one-time set-up of pulls from this hub now (importing its SDK).

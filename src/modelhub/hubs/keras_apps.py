@@ -130,6 +130,11 @@ class KerasHub(ModelHub):
     default_stage = "h5"
     stages = ("none", "h5", "keras", "pb")
 
+    @classmethod
+    def sdk_caches(cls) -> dict[str, str]:
+        """Keras's downloads (``KERAS_HOME``), for ``modelhub doctor``."""
+        return {"keras cache": str(keras_home().absolute())}
+
     def weights_url(self, origin: str) -> str:
         """``origin`` moved onto this hub's base URL (only origins on the upstream host)."""
         upstream = self.row.endpoints[0].upstream

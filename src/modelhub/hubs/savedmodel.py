@@ -174,6 +174,11 @@ class SavedModelArchiveHub(ModelHub):
     default_stage = "pb"
     stages: ClassVar[tuple[str, ...]] = ("none", "pb")
 
+    @classmethod
+    def sdk_caches(cls) -> dict[str, str]:
+        """tensorflow_hub's cache (``TFHUB_CACHE_DIR``), for ``modelhub doctor``."""
+        return {"tensorflow_hub cache": str(tfhub_cache_dir().absolute())}
+
     def handle_url(self, ref: ModelRef) -> str:
         """The handle as tensorflow_hub would be given it (its cache key)."""
         raise NotImplementedError

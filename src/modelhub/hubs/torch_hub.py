@@ -119,6 +119,11 @@ class TorchHub(ModelHub):
     default_stage = "onnx"
     stages = ("none", "onnx")
 
+    @classmethod
+    def sdk_caches(cls) -> dict[str, str]:
+        """torch.hub's weights folder (``TORCH_HOME``), for ``modelhub doctor``."""
+        return {"torch.hub checkpoints": str(checkpoints_dir().absolute())}
+
     # --- torchvision ---------------------------------------------------------------------------
     def weights_url(self, upstream: str) -> str:
         """``upstream`` (a download.pytorch.org URL) moved onto this hub's base URL."""

@@ -1,4 +1,5 @@
-"""``url:`` — any http(s) file, stored under the framework its extension implies."""
+"""``url:`` — any http(s) file, stored under the framework its extension implies, in folders
+named after its source (``onnx/HOST/PATH/NAME``): two URLs never share a path."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ from ..refs import ModelRef, url_basename
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..upstream import Memo, Recorded, UpstreamStatus, check_http
 from .base import ModelHub, Plan, RemoteFile, StageRequest
+
+#: The plan's ``details`` key of a note said once, by the pull that fetched the file (the
+#: pipeline's ``NOTE_ONCE``; the pipeline sits above the hubs, so it is spelled out here).
+NOTE_ONCE = "note_once"
+
+
+def _torch_note(path: Path) -> str:
+    """What a PyTorch file pulled by URL is, and what staging it to ONNX takes."""
+    from ..staging.torchscript_onnx import is_torchscript
+
+    if is_torchscript(path):
+        return (
+            f"{path.name} is a TorchScript file: --stage onnx --input-shape N,C,H,W "
+            "exports it to ONNX"
+        )
+    return (
+        f"{path.name} holds bare weights (no architecture): stored as it is; staging needs "
+        "a TorchScript file, or torch:NAME for torchvision models"
+    )
 
 
 class UrlHub(ModelHub):
@@ -31,18 +51,12 @@ class UrlHub(ModelHub):
         """The file itself; its revision is its sha256, known once fetched (or ``sha256``)."""
         sha256 = (options or {}).get("sha256")
         rel = layout.file_path(ref, url_basename(ref.name))
-        details = {}
-        if layout.framework_for(ref) == "pytorch":
-            details["note"] = (
-                "PyTorch weights are stored as they are; --stage onnx works for "
-                "TorchScript files (with --input-shape), torch:NAME for torchvision"
-            )
         return Plan(
             ref=ref,
             revision=sha256,
             files=[RemoteFile(ref.name, rel, sha256)],
             source=[ref.name],
-            details=details,
+            details={},
         )
 
     def fetch(
@@ -53,8 +67,11 @@ class UrlHub(ModelHub):
         offline: bool = False,
         force: bool = False,
     ) -> list[FileEntry]:
-        """The file; a Keras file holding weights only gets a note (it cannot be staged)."""
+        """The file; a Keras file holding weights only gets a note (it cannot be staged), a
+        PyTorch file a note for this pull (what it is, and what staging it takes)."""
         files = super().fetch(plan, progress=progress, offline=offline, force=force)
+        if layout.framework_for(plan.ref) == "pytorch":
+            plan.details[NOTE_ONCE] = _torch_note(self.store.abspath(files[0].path))
         if layout.framework_for(plan.ref) == "keras":
             from ..frameworks.keras_files import weights_only_note
 

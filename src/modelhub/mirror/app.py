@@ -21,8 +21,10 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from .. import registry
+from . import access as access_check
+from .access import Access
 from .index import StoreIndex
+from .page import front_page, healthz
 from .plain import OmnihubRoutes
 from .routes import hub_routes
 
@@ -56,28 +58,31 @@ def _telling(on_request: RequestHook) -> Middleware:
     return tell
 
 
-async def _root(request: web.Request) -> web.Response:
-    paths = " ".join(f"/{row.mirror}" for row in registry.rows() if row.mirror)
-    return web.Response(text=f"modelhub mirror: {paths} /omnihub\n")
-
-
 def make_app(
-    root: Path, *, tree_page_size: int = 1000, on_request: RequestHook | None = None
+    root: Path,
+    *,
+    tree_page_size: int = 1000,
+    on_request: RequestHook | None = None,
+    access: Access | None = None,
 ) -> web.Application:
     """The mirror of the store at ``root`` as an aiohttp application.
 
     ``tree_page_size`` caps the entries of one Hugging Face tree page (the Hub's own cap is
     1000; tests lower it to exercise pagination). ``on_request(method, path_qs)`` is called
     for every request (tests keep their own log with it); without it the application keeps
-    nothing per request.
+    nothing per request. ``access`` is who may read what (:mod:`.access`; default: no tokens,
+    so public models to anyone and gated/private ones to nobody).
     """
     root = Path(root).expanduser().absolute()
     index = StoreIndex(root)
+    hubs = hub_routes(index, root, tree_page_size)
     middlewares: list[Middleware] = [] if on_request is None else [_telling(on_request)]
+    middlewares.append(access_check.middleware(access or Access(), index, hubs))
     app = web.Application(middlewares=[*middlewares, _bare_errors])
     app[INDEX_KEY] = index
-    app.router.add_get("/", _root)
-    for routes in hub_routes(index, root, tree_page_size):
+    app.router.add_get("/", front_page(index, hubs))
+    app.router.add_get("/healthz", healthz)
+    for routes in hubs:
         routes.add_to(app)
     OmnihubRoutes(index).add_to(app)
     return app
@@ -141,14 +146,16 @@ def serve(
     *,
     ready: Callable[[str], None] | None = None,
     tree_page_size: int = 1000,
+    access: Access | None = None,
 ) -> None:
     """Serve the store at ``root`` until SIGINT/SIGTERM; blocking, prints nothing on stdout.
 
     ``port`` 0 picks a free port; ``ready(url)`` is called with the bound URL once listening.
-    The access log goes to stderr (logger ``aiohttp.access``). Raises OSError when the
-    address cannot be bound.
+    The access log goes to stderr (logger ``aiohttp.access``; it never shows a request's
+    headers, so no token). ``access``: see :func:`make_app`. Raises OSError when the address
+    cannot be bound.
     """
-    app = make_app(root, tree_page_size=tree_page_size)
+    app = make_app(root, tree_page_size=tree_page_size, access=access)
     asyncio.run(_serve_forever(app, host, port, ready))
 
 
@@ -157,6 +164,7 @@ class BackgroundMirror:
 
     ``record=True`` keeps (method, path?query) of every request in :attr:`requests`, for tests
     that count requests; without it nothing is kept per request and ``requests`` is absent.
+    ``access``: see :func:`make_app`.
     """
 
     def __init__(
@@ -167,6 +175,7 @@ class BackgroundMirror:
         *,
         tree_page_size: int = 1000,
         record: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.root, self.host, self.port = Path(root), host, port
         self.tree_page_size = tree_page_size
@@ -178,7 +187,10 @@ class BackgroundMirror:
         self._error: BaseException | None = None
         self._seen: list[tuple[str, str]] | None = [] if record else None
         self.app = make_app(
-            self.root, tree_page_size=tree_page_size, on_request=self._note if record else None
+            self.root,
+            tree_page_size=tree_page_size,
+            on_request=self._note if record else None,
+            access=access,
         )
 
     def _note(self, method: str, path_qs: str) -> None:

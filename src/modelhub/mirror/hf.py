@@ -74,12 +74,12 @@ def _tree_id(path: str, rev: HfRevision) -> str:
     return h.hexdigest()
 
 
-def _error(code: str, message: str, commit: str | None = None) -> web.Response:
+def _error(code: str, message: str, commit: str | None = None, status: int = 404) -> web.Response:
     headers = {"X-Error-Code": code, "X-Error-Message": message}
     if commit:
         headers["X-Repo-Commit"] = commit
     body = json.dumps({"error": message})
-    return web.Response(status=404, text=body, content_type="application/json", headers=headers)
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
 def repo_not_found(repo_id: str) -> web.Response:
@@ -149,8 +149,8 @@ def model_info(rev: HfRevision, *, blobs: bool) -> dict[str, Any]:
         "sha": rev.commit,
         "lastModified": rev.last_modified,
         "createdAt": rev.last_modified,
-        "private": False,
-        "gated": False,
+        "private": rev.details.get("access") == "private",
+        "gated": "manual" if rev.details.get("access") == "gated" else False,
         "disabled": False,
         "downloads": 0,
         "likes": 0,
@@ -265,6 +265,33 @@ class HfRoutes(HubRoutes):
     def add_to(self, app: web.Application) -> None:
         """Register the routes (GET answers HEAD too)."""
         app.router.add_get(f"{self.prefix}/{{tail:.*}}", self.handle)
+
+    async def denied(
+        self, request: web.Request, status: int, message: str, *, model: bool = False
+    ) -> web.Response:
+        """The Hub's refusal: ``X-Error-Code: GatedRepo`` for a gated model (the client raises
+        ``GatedRepoError``), ``RepoNotFound`` for a private one or a mirror that wants a token
+        for everything (``RepositoryNotFoundError``, "make sure you are authenticated").
+        ``model``: the request names a withheld model (else nothing is looked up)."""
+        code = "RepoNotFound"
+        raw = raw_segments(request.raw_path)
+        if model and raw is not None and len(raw) > self.depth:
+            raw = raw[self.depth :]
+            snap = await self.index.snapshot()
+            found = (
+                _split_repo(snap, raw[2:], "revision", "tree")
+                if raw[:2]
+                == [
+                    "api",
+                    "models",
+                ]
+                else _split_repo(snap, raw, "resolve")
+            )
+            repo = snap.hf.get(found[0]) if found is not None else None
+            rev = repo.default() if repo is not None else None
+            if rev is not None and rev.details.get("access") == "gated":
+                code = "GatedRepo"
+        return _error(code, message, status=status)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Dispatch on the raw path: API calls or a file resolve."""

@@ -14,6 +14,7 @@ is opened and stat'ed off the event loop and the body goes out through ``loop.se
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import mimetypes
 import os
@@ -27,12 +28,20 @@ from aiohttp import hdrs, web
 from .index import ServedFile
 
 _CHUNK = 1 << 20
+#: True while the access check asks a handler whether a request names a model it withholds:
+#: every route that would send bytes answers a bare 200 instead (see :func:`probed`).
+PROBE: contextvars.ContextVar[bool] = contextvars.ContextVar("modelhub_probe", default=False)
 _CLOSING: set[asyncio.Future[None]] = set()
 
 
 def not_found(headers: Mapping[str, str] | None = None, text: str = "") -> web.Response:
     """A 404 with no file content (an optional short text body)."""
     return web.Response(status=404, text=text or "Not Found", headers=dict(headers or {}))
+
+
+def probed() -> web.Response:
+    """What a byte-sending route answers under :data:`PROBE`: 200, no body, nothing opened."""
+    return web.Response(status=200)
 
 
 def quote_etag(value: str) -> str:
@@ -202,6 +211,8 @@ async def send_file(
     ``etag`` defaults to the file's sha256. The file must still have the size the manifest
     records; otherwise (missing, replaced, not a regular file) the answer is a 404.
     """
+    if PROBE.get():
+        return probed()
     loop = asyncio.get_running_loop()
     opened = await loop.run_in_executor(None, _open, served.path, served.size)
     if opened is None:

@@ -11,6 +11,8 @@ always updates the folder's mtime.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import hashlib
 import logging
 import os
@@ -27,6 +29,20 @@ from ..store import Manifest, Store, layout
 log = logging.getLogger("modelhub.mirror")
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
+
+#: ``details["access"]`` of a manifest whose source needed the puller's own credentials.
+RESTRICTED = frozenset({"gated", "private"})
+#: What the current request may see: every model (``FULL``) or only public ones (``OPEN``).
+#: Set per request by the mirror's access middleware; a handler's task inherits it.
+FULL, OPEN = "full", "open"
+VIEW: contextvars.ContextVar[str] = contextvars.ContextVar("modelhub_mirror_view", default=FULL)
+
+
+def access_of(manifest: Manifest) -> str:
+    """``gated``, ``private`` or ``public``: what the pull learned of its source (default:
+    public)."""
+    access = manifest.details.get("access")
+    return access if isinstance(access, str) and access in RESTRICTED else "public"
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,18 @@ class SavedModel:
         return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the store as the mirror's front page lists it."""
+
+    ref: str
+    hub: str
+    size: int
+    files: int
+    access: str
+    created: str
+
+
 @dataclass
 class Snapshot:
     """Everything the mirror can serve, as of one reading of the manifests."""
@@ -102,6 +130,12 @@ class Snapshot:
     zipballs: dict[tuple[str, str], ServedFile] = field(default_factory=dict)
     #: hub name → (path under the hub's mirror path → file), for hubs served plainly.
     plain: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
+    #: hub name → a table that hub's routes build for themselves (Kaggle: its versions).
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Every model this snapshot serves, by reference.
+    models: list[ModelEntry] = field(default_factory=list)
+    #: Gated or private models left out of this snapshot (the ``OPEN`` view).
+    withheld: int = 0
 
 
 #: Called for every manifest while a snapshot is built: (snapshot, manifest, ref, its files).
@@ -134,13 +168,20 @@ def derived_commit(files: dict[str, ServedFile]) -> str:
     return h.hexdigest()
 
 
-def build_snapshot(root: Path, collectors: Sequence[Collector] = ()) -> Snapshot:
+def build_snapshot(
+    root: Path, collectors: Sequence[Collector] = (), *, public_only: bool = False
+) -> Snapshot:
     """Read every manifest under ``root`` and index what the mirror may serve: every file a
-    manifest lists by its store path, and whatever each hub's routes ``collectors`` add."""
+    manifest lists by its store path, and whatever each hub's routes ``collectors`` add.
+    ``public_only`` leaves out the models of gated or private sources (counted in
+    ``withheld``)."""
     snap = Snapshot()
     store = Store(root)
     loaded: list[tuple[Manifest, ModelRef, dict[str, ServedFile]]] = []
     for path, manifest in store.manifests():
+        if public_only and access_of(manifest) in RESTRICTED:
+            snap.withheld += 1
+            continue
         try:
             ref = parse(manifest.ref)
             own = {}
@@ -160,9 +201,16 @@ def build_snapshot(root: Path, collectors: Sequence[Collector] = ()) -> Snapshot
         loaded.append((manifest, ref, own))
     for manifest, ref, own in loaded:
         own = {rel: f for rel, f in own.items() if snap.by_rel[rel].size >= 0}
+        sizes = [f.size for f in own.values()]
+        snap.models.append(
+            ModelEntry(
+                manifest.ref, ref.hub, sum(sizes), len(sizes), access_of(manifest), manifest.created
+            )
+        )
         for collect in collectors:
             collect(snap, manifest, ref, own)
     snap.by_rel = {rel: f for rel, f in snap.by_rel.items() if f.size >= 0}
+    snap.models.sort(key=lambda m: m.ref)
     snap.onnx_entries.sort(key=lambda e: (e["model"], e["opset_version"], e["model_path"]))
     return snap
 
@@ -175,8 +223,8 @@ class StoreIndex:
         #: Each hub's routes add what they serve to every snapshot (see build_snapshot).
         self.collectors: list[Collector] = list(collectors)
         self._manifests = self.root / layout.MANIFESTS
-        self._snapshot: Snapshot | None = None
-        self._stamp: tuple[Any, ...] | None = None
+        #: view (FULL, OPEN) → (stamp, snapshot)
+        self._built: dict[str, tuple[tuple[Any, ...], Snapshot]] = {}
         self._lock = asyncio.Lock()
 
     def stamp(self) -> tuple[Any, ...]:
@@ -199,18 +247,27 @@ class StoreIndex:
         return tuple(entries)
 
     async def snapshot(self) -> Snapshot:
-        """The snapshot for the manifests as they are now (rebuilt off the event loop)."""
+        """The snapshot for the manifests as they are now (rebuilt off the event loop), of the
+        current request's :data:`VIEW`: every model, or only those of public sources."""
+        view = VIEW.get()
         stamp = self.stamp()
-        if self._snapshot is not None and stamp == self._stamp:
-            return self._snapshot
+        built = self._built.get(view)
+        if built is not None and built[0] == stamp:
+            return built[1]
         async with self._lock:
             stamp = self.stamp()
-            if self._snapshot is None or stamp != self._stamp:
+            built = self._built.get(view)
+            if built is None or built[0] != stamp:
                 loop = asyncio.get_running_loop()
                 snap = await loop.run_in_executor(
-                    None, build_snapshot, self.root, list(self.collectors)
+                    None,
+                    functools.partial(
+                        build_snapshot,
+                        self.root,
+                        list(self.collectors),
+                        public_only=view == OPEN,
+                    ),
                 )
-                self._snapshot, self._stamp = snap, stamp
-                log.debug("index rebuilt: %d files", len(snap.by_rel))
-            assert self._snapshot is not None
-            return self._snapshot
+                built = self._built[view] = (stamp, snap)
+                log.debug("index rebuilt (%s): %d files", view, len(snap.by_rel))
+            return built[1]

@@ -41,6 +41,18 @@ class HubRoutes:
         """Path segments of :attr:`prefix`."""
         return len(self.prefix.strip("/").split("/"))
 
+    def owns(self, path: str) -> bool:
+        """Whether the URL ``path`` is one of this hub's (its error shapes answer it)."""
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    async def denied(
+        self, request: web.Request, status: int, message: str, *, model: bool = False
+    ) -> web.Response:
+        """The 401 (no token) or 403 (a token the mirror does not know) of this hub; the
+        default is a short text, as the hub's file servers send. ``model``: the request names
+        a withheld model (not only a mirror that wants a token for everything)."""
+        return web.Response(status=status, text=message + "\n")
+
     def mine(self, ref: ModelRef) -> bool:
         """Whether ``ref`` is a model of this routes' hub."""
         return ref.hub == self.row.name

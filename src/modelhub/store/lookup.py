@@ -67,4 +67,6 @@ def auto_satisfied(doc: dict[str, Any]) -> bool:
     wanted = details.get("auto_stage")
     if wanted is None or details.get("include") or details.get("exclude"):
         return False  # a subset of an hf: repo is not what a plain pull asks for
+    if details.get("damaged"):
+        return False  # `modelhub verify` found it damaged: the pull fetches it again
     return wanted == "none" or any(s.get("format") == wanted for s in doc.get("staged") or [])

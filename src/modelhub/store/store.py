@@ -9,6 +9,7 @@ pulls of one reference across processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import IntegrityError, NotInStoreError, StoreConflictError
-from ..refs import ModelRef
+from ..refs import ModelRef, parse
 from . import layout
 from .files import (
     atomic_write_bytes,
@@ -37,6 +38,8 @@ class Store:
         cfg = settings()
         self.root = Path(root).expanduser().absolute() if root else cfg.store_root
         self.link_mode = link_mode or cfg.link_mode
+        #: Per reference being pulled: the store paths this process placed for it (``journal``).
+        self._journals: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -66,6 +69,11 @@ class Store:
             path = path / layout.safe_filename(part)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def prune_tmp(self, ref: ModelRef) -> None:
+        """Remove ``ref``'s folder under ``.modelhub/tmp`` if nothing is left in it (a failed
+        pull keeps its resumable ``.part`` files there, and nothing else)."""
+        self._prune_tmp(self.root / layout.TMP / layout.ref_key(ref))
 
     # --- locks ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -127,6 +135,42 @@ class Store:
         return found
 
     # --- publication ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def journal(self, ref: ModelRef) -> Iterator[list[str]]:
+        """Collect the store paths this process places for ``ref`` (``publish``, ``link_in``,
+        ``import_file``) while the block runs: what a failed pull takes back (``discard``).
+        The caller holds ``ref``'s lock, so one pull of ``ref`` writes it at a time."""
+        written: list[str] = []
+        self._journals[ref.canonical] = written
+        try:
+            yield written
+        finally:
+            self._journals.pop(ref.canonical, None)
+
+    def _placed(self, ref: ModelRef, rel: str) -> None:
+        journal = self._journals.get(ref.canonical)
+        if journal is not None:
+            journal.append(rel)
+
+    def discard(self, rels: list[str]) -> list[str]:
+        """Remove the store paths ``rels`` that no manifest owns (what a failed pull placed);
+        return those removed. Files a manifest lists (the user's models) are never touched."""
+        removed: list[str] = []
+        if not rels:
+            return removed
+        owned = {path for _, man in self.manifests() for path in man.all_paths()}
+        for rel in dict.fromkeys(rels):
+            if rel in owned:
+                continue
+            target = self.abspath(rel)
+            if target.is_dir() and not target.is_symlink():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+                removed.append(rel)
+            prune_empty(self.root, target.parent)
+        return removed
+
     def _check_free(self, rel: str, ref: ModelRef, sha256: str) -> bool:
         """Return True if ``rel`` already holds exactly this content (nothing to write).
 
@@ -162,6 +206,7 @@ class Store:
             raise
         finally:
             self._prune_tmp(tmp.parent)
+        self._placed(ref, rel)
         fsync_dir(target.parent)
         return FileEntry(rel, sha256, size)
 
@@ -191,6 +236,7 @@ class Store:
             _move_into(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+        self._placed(ref, rel)
         fsync_dir(target.parent)
         return FileEntry(rel, sha256, size), used
 
@@ -234,25 +280,43 @@ class Store:
             prune_empty(self.root, target.parent)
         return removed
 
-    def verify(self, manifest: Manifest) -> list[str]:
-        """Re-hash every file of ``manifest``; return one line per problem (empty when intact)."""
-        problems = []
-        entries = manifest.records()
-        seen = set()
-        for rel, sha, size in entries:
-            if rel in seen:
+    def verify(self, manifest: Manifest, *, mark: bool = False) -> list[str]:
+        """Re-hash every file of ``manifest``; return one line per problem (empty when intact).
+
+        ``mark``: record the damaged paths in the stored manifest (``details["damaged"]``), so
+        that the next pull of the model fetches it again (``modelhub verify``). Takes the
+        model's lock then: the caller must not hold it.
+        """
+        problems: dict[str, str] = {}
+        for rel, sha, size in manifest.records():
+            if rel in problems:
                 continue
-            seen.add(rel)
             path = self.abspath(rel)
             if not path.is_file():
-                problems.append(f"{rel}: missing")
+                problems[rel] = f"{rel}: missing"
                 continue
             actual, actual_size = sha256_file(path)
             if actual_size != size:
-                problems.append(f"{rel}: size {actual_size} != {size}")
+                problems[rel] = f"{rel}: size {actual_size} != {size}"
             elif actual != sha:
-                problems.append(f"{rel}: sha256 {actual[:12]}… != {sha[:12]}…")
-        return problems
+                problems[rel] = f"{rel}: sha256 {actual[:12]}… != {sha[:12]}…"
+            else:
+                problems.setdefault(rel, "")
+        found = {rel: text for rel, text in problems.items() if text}
+        if mark and found:
+            self.mark_damaged(manifest, sorted(found))
+        return list(found.values())
+
+    def mark_damaged(self, manifest: Manifest, rels: list[str]) -> None:
+        """Record ``rels`` of ``manifest`` as damaged in the stored manifest (unless a pull has
+        replaced that manifest meanwhile): the next pull of the model fetches it again."""
+        ref = parse(manifest.ref)
+        with self.lock(ref):
+            current = self.manifest(ref)
+            if current is None or current.records() != manifest.records():
+                return
+            details = {**current.details, "damaged": sorted(rels)}
+            self.write_manifest(dataclasses.replace(current, details=details), ref)
 
 
 def _move_into(tmp: Path, target: Path, attempts: int = 5) -> None:

@@ -38,6 +38,58 @@ def remove_files(*paths: Path) -> None:
             path.unlink()
 
 
+class Ranges:
+    """The byte ranges ``[a, b)`` of a part file known to be written: sorted, merged and
+    safe to update from several threads (the parallel path's connections write out of order).
+    """
+
+    def __init__(self, spans: list[tuple[int, int]] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.spans: list[tuple[int, int]] = []
+        for a, b in spans or []:
+            self.add(a, b)
+
+    def add(self, a: int, b: int) -> None:
+        """Record ``[a, b)`` as written."""
+        if b <= a:
+            return
+        with self.lock:
+            out: list[tuple[int, int]] = []
+            for x, y in self.spans:
+                if y < a or x > b:
+                    out.append((x, y))
+                else:
+                    a, b = min(a, x), max(b, y)
+            out.append((a, b))
+            self.spans = sorted(out)
+
+    def copy(self) -> list[tuple[int, int]]:
+        """The spans as they are now."""
+        with self.lock:
+            return list(self.spans)
+
+    def covering(self, pos: int) -> int | None:
+        """The end of the span holding byte ``pos``, or None."""
+        return next((b for a, b in self.copy() if a <= pos < b), None)
+
+    def next_start(self, pos: int) -> int | None:
+        """The first written byte after ``pos`` (the start of the next span), or None."""
+        return next((a for a, _ in self.copy() if a > pos), None)
+
+    def missing(self, a: int, b: int) -> list[tuple[int, int]]:
+        """The gaps of ``[a, b)``: what is still to fetch there."""
+        gaps, pos = [], a
+        for x, y in self.copy():
+            if y <= pos or x >= b:
+                continue
+            if x > pos:
+                gaps.append((pos, x))
+            pos = max(pos, y)
+        if pos < b:
+            gaps.append((pos, b))
+        return gaps
+
+
 class Sink:
     """Hash then write filled buffers, in file order, into the part file.
 
@@ -51,6 +103,12 @@ class Sink:
     The threads start with the first buffer that is not the file's last: a file that fits in
     one buffer (most files of a model: configs, tokenizers, small weights) is hashed and written
     by the receiver itself, with nothing to overlap and no threads to start and hand over to.
+
+    The parallel path writes its chunks itself, out of order, as they arrive (:meth:`write_at`,
+    so a process killed while one chunk stalls keeps the later ones) and submits them for the
+    hash with ``on_disk=True``; ranges an earlier process wrote are hashed from the file
+    (:meth:`hash_range`). The hash always advances in file order. ``on_written(a, b)``, when
+    set, hears of every range that reached the file.
     """
 
     def __init__(self, fd: int, path: Path, prefix: int, bar: Any) -> None:
@@ -63,12 +121,15 @@ class Sink:
         self.error: BaseException | None = None
         self.hash_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.write_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.written = prefix  # file offset of the next write
+        self.written = prefix  # the end of the last in-order write
+        self.queued_to = prefix  # the file offset after everything submitted so far
         self.synced = prefix  # writeback already started up to here
         self.direct = False  # set by use_direct(); read by the writer thread
         self.dfd = -1  # the O_DIRECT descriptor, opened by the writer on first use
         self.threads: list[threading.Thread] = []  # started by the first submit() needing them
         self.prefix_pending = prefix > 0  # the resumed prefix is hashed before any new byte
+        self.on_written: Callable[[int, int], None] | None = None
+        self.dfd_lock = threading.Lock()
 
     def use_direct(self) -> None:
         """Write aligned blocks with O_DIRECT from now on (large files on local filesystems).
@@ -81,9 +142,15 @@ class Sink:
         self.direct = hasattr(os, "O_DIRECT")
 
     def submit(
-        self, buf: mmap.mmap, n: int, release: queue.Queue[mmap.mmap], last: bool = False
+        self,
+        buf: mmap.mmap,
+        n: int,
+        release: queue.Queue[mmap.mmap],
+        last: bool = False,
+        on_disk: bool = False,
     ) -> None:
-        """Queue ``buf[:n]``; the buffer goes back to ``release`` once written.
+        """Queue ``buf[:n]``, the file's next bytes; the buffer goes back to ``release`` once
+        written (``on_disk``: already written by :meth:`write_at`, only hashed).
 
         ``last``: these are the file's final bytes. When nothing was queued before them, they
         are hashed and written here and now (see the class docstring).
@@ -91,7 +158,8 @@ class Sink:
         if self.error is not None:
             release.put(buf)
             raise self.error
-        msg = ("data", buf, n, release)
+        msg = ("data", buf, n, release, self.queued_to, on_disk)
+        self.queued_to += n
         if last and not self.threads:
             self._prefix_only()
             self._hash_one(msg)
@@ -99,6 +167,23 @@ class Sink:
             return
         self._start()
         self.hash_q.put(msg)
+
+    def hash_range(self, a: int, b: int, count: bool = True) -> None:
+        """Hash bytes ``a..b`` from the part file (written earlier, out of order or by an
+        earlier process), in their place in file order; ``a`` must be where the hash is.
+        ``count``: add them to the progress bar (False: write_at already did)."""
+        if self.error is not None:
+            raise self.error
+        assert a == self.queued_to, (a, self.queued_to)
+        self._start()
+        self.hash_q.put(("disk", a, b, count))
+        self.queued_to = b
+
+    def write_at(self, mv: memoryview, off: int) -> None:
+        """Write ``mv`` at ``off`` now, in the caller's thread (out of order; hashed later)."""
+        self._write(mv, off)
+        if not self.direct:
+            start_writeback(self.fd, off, len(mv))
 
     def _start(self) -> None:
         if self.threads:
@@ -118,6 +203,7 @@ class Sink:
         """
         done = threading.Event()
         self._start()
+        self.queued_to = 0
         self.hash_q.put(("reset", done))
         while not done.wait(0.5):
             if not self.threads[1].is_alive():
@@ -147,18 +233,21 @@ class Sink:
             os.close(self.dfd)
             self.dfd = -1
 
-    def _hash_prefix(self) -> None:
-        # Bytes from an earlier process: hashed once, before anything new is appended.
-        buf = bytearray(BUF_SIZE)
+    def _hash_file(self, a: int, b: int) -> None:
+        # Bytes already in the part file (an earlier process's, or written out of order).
+        buf = bytearray(min(BUF_SIZE, max(b - a, 1)))
         mv = memoryview(buf)
-        left = self.prefix
         with open(self.path, "rb", buffering=0) as f:
-            while left > 0:
-                n = f.readinto(mv[: min(left, len(buf))])
+            f.seek(a)
+            while a < b:
+                n = f.readinto(mv[: min(b - a, len(buf))])
                 if not n:
                     raise OSError(f"part file shorter than expected: {self.path}")
                 self.hash.update(mv[:n])
-                left -= n
+                a += n
+
+    def _hash_prefix(self) -> None:
+        self._hash_file(0, self.prefix)
 
     def _prefix_only(self) -> None:
         # Hash the resumed prefix once, before any byte that follows it.
@@ -172,10 +261,20 @@ class Sink:
 
     def _hash_one(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "data":
-            _, buf, n, _release = msg
+            _, buf, n, _release, _at, _on_disk = msg
             if self.error is None:
                 self.hash.update(memoryview(buf)[:n])
                 self.size += n
+        elif msg[0] == "disk":
+            _, a, b, count = msg
+            if self.error is None:
+                try:
+                    self._hash_file(a, b)
+                except OSError as exc:
+                    self.error = exc
+                self.size += b - a
+                if self.bar is not None and count:
+                    self.bar.update(b - a)
         elif msg[0] == "reset":
             self.hash = hashlib.sha256()
             self.size = 0
@@ -183,10 +282,11 @@ class Sink:
     def _write_one(self, msg: tuple[Any, ...]) -> None:
         try:
             if msg[0] == "data":
-                _, buf, n, release = msg
+                _, buf, n, release, at, on_disk = msg
                 try:
-                    if self.error is None:
-                        self._write(memoryview(buf)[:n])
+                    if self.error is None and not on_disk:
+                        self._write(memoryview(buf)[:n], at)
+                        self._writeback(at + n)
                 finally:
                     release.put(buf)
             elif msg[0] == "reset":
@@ -216,19 +316,24 @@ class Sink:
                 return
             self._write_one(msg)
 
-    def _write(self, mv: memoryview) -> None:
-        n, off, done = len(mv), self.written, 0
+    def _direct_fd(self) -> int:
+        with self.dfd_lock:  # the writer thread and the parallel path's connections
+            if self.dfd < 0:
+                self.dfd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            return self.dfd
+
+    def _write(self, mv: memoryview, off: int) -> None:
+        n, done = len(mv), 0
         if self.direct and off % DIRECT_ALIGN == 0 and n >= DIRECT_ALIGN:
             # Buffers are page-aligned mmaps and chunks are MiB multiples, so everything but
             # the file's tail (or what follows an odd-sized piece after a dropped connection)
             # qualifies.
             aligned = n - n % DIRECT_ALIGN
             try:
-                if self.dfd < 0:
-                    self.dfd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                dfd = self._direct_fd()
                 while done < aligned:
                     piece = mv[done : min(aligned, done + DIRECT_STEP)]
-                    done += os.pwrite(self.dfd, piece, off + done)
+                    done += os.pwrite(dfd, piece, off + done)
             except OSError:
                 self.direct = False  # not supported here after all: the page cache it is
         while done < n:
@@ -236,9 +341,13 @@ class Sink:
             # folios are much dearer to allocate (measured: 4 MiB writes cost 3-5x the kernel
             # time of 1 MiB writes for the same bytes).
             done += os.pwrite(self.fd, mv[done : done + WRITE_STEP], off + done)
-        self.written += n
         if self.bar is not None:
             self.bar.update(n)
+        if self.on_written is not None:
+            self.on_written(off, off + n)
+
+    def _writeback(self, end: int) -> None:
+        self.written = end
         if not self.direct and self.written - self.synced >= WRITEBACK_STEP:
             # Start writeback now so the final fsync does not wait for a whole file of dirty
             # pages: the disk works while we receive and hash.

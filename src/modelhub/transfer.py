@@ -66,6 +66,9 @@ class Download:
     resumed_from: int  # bytes already present from an earlier process (0 if none)
     connections: int  # connections used for the body
     bytes_fetched: int  # body bytes actually received over the network in this call
+    #: The base64 MD5 the server declared for the whole content (``x-goog-hash: md5=``, as
+    #: Google Cloud Storage sends it, or ``Content-MD5`` on a 200), for the caller to check.
+    content_md5: str | None = None
 
 
 def fetch(
@@ -77,6 +80,7 @@ def fetch(
     max_bytes: int = 64 * 2**20,
     allow_not_found: bool = False,
     follow_redirects: bool = True,
+    body: bytes | None = None,
 ) -> Response:
     """Fetch a small resource (JSON manifest, metadata) into memory.
 
@@ -84,8 +88,9 @@ def fetch(
     failure statuses to typed errors. ``allow_not_found=True`` returns a 404 Response instead of
     raising. A body larger than ``max_bytes`` raises :class:`ModelhubError`.
     ``follow_redirects=False`` returns the first 3xx response as is (e.g. to read its headers).
+    ``body`` is sent with ``method`` (a JSON RPC: ``Content-Type: application/json``).
     """
-    session = Session(url, headers, token)
+    session = Session(url, headers, token, method=method, body=body)
 
     def attempt() -> Response:
         conn, resp, final = session.open(method.upper(), {}, follow=follow_redirects)
@@ -130,6 +135,8 @@ def download_file(
     progress: bool | None = None,
     desc: str | None = None,
     connections: int | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> Download:
     """Download ``url`` into ``part_path`` (plus a resume sidecar), hashing sha256 inline.
 
@@ -145,23 +152,28 @@ def download_file(
     again (a fresh redirect, the token still only to the original origin) and the download
     resumes from what it has.
 
+    ``method``/``body``: the original request is an RPC (a JSON POST answered by a redirect to
+    the bytes, as Kaggle's download RPC is); every resolution of the original URL sends it.
+
     Raises HashMismatchError / SizeMismatchError (part removed), AuthError, ModelNotFoundError,
     HTTPStatusError, OfflineError, TransferTimeoutError or NetworkError (part kept for resume).
     """
-    session = Session(url, headers, token)
+    session = Session(url, headers, token, method=method, body=body)
     part_path = Path(part_path)
     part_path.parent.mkdir(parents=True, exist_ok=True)
     nconn = settings().connections if connections is None else connections
     job = Job(session, part_path, expected_size, nconn, None)
     prefix = job.prepare_resume()
-    if not prefix:
+    if not job.done.copy():
         remove_files(job.sidecar)
-    job.offset = job.resumed_from = prefix
+    job.offset = prefix
+    job.resumed_from = sum(b - a for a, b in job.done.copy())
     bar = job.bar = make_bar(progress, desc, url, prefix)
     fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        os.ftruncate(fd, prefix)
+        os.ftruncate(fd, max((e for _, e in job.done.copy()), default=prefix))
         job.sink = Sink(fd, part_path, prefix, bar)
+        job.sink.on_written = job.written
         try:
             job.transfer()
             digest, size = job.sink.finish()
@@ -203,4 +215,5 @@ def download_file(
         resumed_from=job.resumed_from,
         connections=job.used_connections,
         bytes_fetched=job.fetched,
+        content_md5=job.content_md5,
     )

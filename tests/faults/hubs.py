@@ -7,18 +7,20 @@ hub's default stage). The models are ~12 MiB (keras: 7 MB), so "resume, not rest
 measurable:
 
     onnx     onnx:faultnet                   ONNX MLP, validated by onnx + onnxruntime
-    url      url:{proxy}/omnihub/onnx/urlnet.onnx --sha256 ...
+    url      url:{proxy}/omnihub/onnx/models.example.com/files/urlnet.onnx --sha256 ...
     hf       hf:fault-org/fault-model        a snapshot: config, tokenizer, 12 MiB safetensors
              hf:fault-org/tiny-bert          (staging row) a real BERT, --stage onnx
     torch    torch:modelhub_faultnet         a torchvision-registered net, weights named by
                                              their sha256 prefix like torchvision's
     tfhub    tfhub:fault/savedmodel/1        a SavedModel (+ a 12 MiB asset), frozen to .pb
-    kaggle   kaggle:fault/savedmodel/tensorFlow2/default/1
+    kaggle   kaggle:fault/kagglenet/onnx/default/1  Kaggle's RPCs: an ONNX MLP, fetched through
+                                             DownloadModelInstanceVersion's redirect, md5-checked
     keras    keras:MobileNetV2 (alpha 0.35, 96x96), when the keras: hub is registered
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -48,12 +50,22 @@ FAULTS = (
     "kill_download",
     "kill_staging",
     "disk_full",
+    "signed_expiry",
 )
+# The link each cell runs over: "loopback" (the mirror's speed: one connection outruns the
+# disk, modelhub keeps one) and "shaped" (tests/support/shaper.py in front of the fault proxy:
+# SHAPED_RATE per connection, SHAPED_RTT round trip; there modelhub's ranged probe finds one
+# connection slow and the rest of a 12 MiB file worth splitting, so it goes parallel). The
+# link is slower than bench/links.py's 25 MiB/s and 40 ms so that a 12 MiB file is split at
+# all (at 25 MiB/s the rest after the probe takes 0.3 s: not worth a second connection).
+PATHS = ("loopback", "shaped")
+SHAPED_RATE = 8 * MiB
+SHAPED_RTT = 0.020
 TORCH_NAME = "modelhub_faultnet"
 HF_REPO = "fault-org/fault-model"
 HF_BERT = "fault-org/tiny-bert"
 TFHUB_HANDLE = "fault/savedmodel/1"
-KAGGLE_HANDLE = "fault/savedmodel/tensorFlow2/default/1"
+KAGGLE_HANDLE = "fault/kagglenet/onnx/default/1"
 KERAS_OPTIONS = ["--alpha", "0.35", "--input-shape", "96,96,3"]
 
 
@@ -78,7 +90,9 @@ class Scenario:
     ref: str  # ``{proxy}`` is replaced by the proxy's URL
     target: str  # matches (proxy.matches) the path of the request carrying the model's bytes
     size: int  # bytes of that response body (the whole file)
-    files: dict[str, tuple[str, int]]  # store path -> (sha256, size) after a pull
+    # store path -> (sha256, size) after a pull; ``{proxy_dir}``: the store folder of the
+    # proxy's host and port, where url: files pulled through it are filed (see ``bound``)
+    files: dict[str, tuple[str, int]]
     transport_args: list[str] = field(default_factory=list)
     staging_args: list[str] = field(default_factory=list)
     staging_ref: str | None = None  # another model for the staging row (hf: a real BERT)
@@ -97,6 +111,21 @@ class Scenario:
     staging_marker: tuple[str, str] | None = None
     # Why a corrupted body cannot be detected for this model (no hash published upstream).
     unverifiable: str = ""
+
+    def bound(self, proxy: str) -> Scenario:
+        """This scenario for a proxy at ``proxy``: ``{proxy_dir}`` in its store paths replaced
+        by ``HOST_PORT``, the folder url: files from it are filed under."""
+        host = proxy.split("://", 1)[1].rstrip("/").replace(":", "_")
+
+        def paths(found: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+            return {rel.replace("{proxy_dir}", host): value for rel, value in found.items()}
+
+        return dataclasses.replace(
+            self,
+            files=paths(self.files),
+            staging_files=paths(self.staging_files) if self.staging_files else None,
+            staged_names=tuple(n.replace("{proxy_dir}", host) for n in self.staged_names),
+        )
 
     def ref_for(self, proxy: str, staging: bool = False) -> str:
         """The reference to pull through ``proxy``."""
@@ -134,12 +163,13 @@ def build_url(seed: Any, work: Path) -> Scenario:
     path = make_mlp(work / "urlnet.onnx", seed=8, opset=13, width=WIDTH)
     manifest = import_path(seed, path, parse("url:https://models.example.com/files/urlnet.onnx"))
     sha = manifest.files[0].sha256
+    served = manifest.files[0].path.removeprefix("onnx/")  # url: files are filed by source
     return Scenario(
         hub="url",
-        ref="url:{proxy}/omnihub/onnx/urlnet.onnx",
-        target="/omnihub/onnx/urlnet.onnx",
+        ref=f"url:{{proxy}}/omnihub/onnx/{served}",
+        target=f"/omnihub/onnx/{served}",
         size=path.stat().st_size,
-        files=_files_of(manifest),
+        files={f"onnx/{{proxy_dir}}/omnihub/onnx/{served}": (sha, manifest.files[0].size)},
         transport_args=["--sha256", sha],
         staging_args=["--sha256", sha],
     )
@@ -169,7 +199,8 @@ def build_hf(seed: Any, work: Path) -> Scenario:
         target=f"/hf/{HF_REPO}/resolve/*/model.safetensors",
         size=len(files["model.safetensors"]),
         files=_files_of(manifest),
-        sdk_retries=True,
+        # The 12 MiB file is an LFS file above hf_engine.ENGINE_MIN_BYTES: modelhub's engine
+        # fetches it (resumes, retries), not the SDK; the small files stay the SDK's.
         env={"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
     )
     if has("transformers") and has("torch"):
@@ -276,10 +307,7 @@ def build_tfhub(seed: Any, work: Path, mirror_url: str) -> dict[str, Scenario]:
 
     folder, real = _savedmodel_folder(work)
     out = {}
-    for hub, handle, route in (
-        ("tfhub", TFHUB_HANDLE, f"/tfhub/{TFHUB_HANDLE}"),
-        ("kaggle", KAGGLE_HANDLE, f"/kaggle/models/{KAGGLE_HANDLE}"),
-    ):
+    for hub, handle, route in (("tfhub", TFHUB_HANDLE, f"/tfhub/{TFHUB_HANDLE}"),):
         manifest = import_path(seed, folder, parse(f"{hub}:{handle}"))
         # Warm the mirror's archive cache (outside the proxy): its first answer is streamed
         # without a length while it compresses; every later one is a plain ranged file.
@@ -299,6 +327,30 @@ def build_tfhub(seed: Any, work: Path, mirror_url: str) -> dict[str, Scenario]:
             known={f"{rel}.tar.gz": sha256(archive)},
         )
     return out
+
+
+def build_kaggle(seed: Any, work: Path) -> Scenario:
+    """A Kaggle ONNX version of one file: the RPC answers with a redirect to the bytes, whose
+    x-goog-hash md5 is checked; staged as ONNX zoo files are (validated)."""
+    from modelhub import parse
+    from modelhub.importer import import_path
+    from tests.support.onnx_models import make_mlp
+
+    folder = work / "kaggle-version"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = make_mlp(folder / "kagglenet.onnx", seed=9, opset=13, width=WIDTH)
+    manifest = import_path(seed, folder, parse(f"kaggle:{KAGGLE_HANDLE}"))
+    return Scenario(
+        hub="kaggle",
+        ref=f"kaggle:{KAGGLE_HANDLE}",
+        target=f"/kaggle/files/{KAGGLE_HANDLE}/kagglenet.onnx",
+        size=path.stat().st_size,
+        files=_files_of(manifest),
+        env={"KAGGLE_CONFIG_DIR": str(work / "no-kaggle-credentials")},
+        # The version is marked complete in kagglehub's cache after its files are published,
+        # right before staging: a kill before that mark fetches again, as kagglehub would.
+        staging_marker=("KAGGLEHUB_CACHE", "models/fault/kagglenet/onnx/default/1.complete"),
+    )
 
 
 def build_keras(seed: Any, work: Path) -> Scenario:
@@ -334,7 +386,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "hf": ("huggingface_hub", "onnx"),
     "torch": ("torch", "torchvision", "onnx"),
     "tfhub": ("onnx",),
-    "kaggle": ("onnx",),
+    "kaggle": ("onnx", "onnxruntime"),
     "keras": ("keras", "tensorflow", "tf_keras", "h5py"),
 }
 
@@ -369,7 +421,7 @@ class SeedStore:
     def scenario(self, hub: str) -> Scenario:
         """The scenario of ``hub`` (building its model into the seed store the first time)."""
         if hub not in self._built:
-            work = self.work / ("tf" if hub in ("tfhub", "kaggle") else hub)
+            work = self.work / ("tf" if hub == "tfhub" else hub)
             work.mkdir(parents=True, exist_ok=True)
             self._built.update(BUILDERS[hub](self.store, work, self.mirror_url))
         return self._built[hub]
@@ -388,8 +440,8 @@ BUILDERS: dict[str, Builder] = {
     "url": _one(build_url),
     "hf": _one(build_hf),
     "torch": _one(build_torch),
-    "tfhub": build_tfhub,  # one SavedModel, served as both
-    "kaggle": build_tfhub,
+    "tfhub": build_tfhub,
+    "kaggle": _one(build_kaggle),
     "keras": _one(build_keras),
 }
 
@@ -400,7 +452,7 @@ def environment(tmp: Path, scenario: Scenario, proxy_url: str, store: Path) -> d
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("MODELHUB_", "HF_", "TFHUB_", "TORCH_HOME", "KERAS_HOME"))
+        if not key.startswith(("MODELHUB_", "HF_", "TFHUB_", "TORCH_HOME", "KERAS_HOME", "KAGGLE"))
     }
     env.update(
         {
@@ -413,6 +465,7 @@ def environment(tmp: Path, scenario: Scenario, proxy_url: str, store: Path) -> d
             "TORCH_HOME": str(tmp / "torch-home"),
             "TFHUB_CACHE_DIR": str(tmp / "tfhub-cache"),
             "KERAS_HOME": str(tmp / "keras-home"),
+            "KAGGLEHUB_CACHE": str(tmp / "kagglehub-cache"),
             "NO_PROXY": "127.0.0.1,localhost",
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p

@@ -13,6 +13,16 @@ do::
     stall        headers and ``after`` body bytes, then silence for ``seconds``
     redirect     302 to ``location`` + the same path (the mirror's X-* headers kept, as the Hub
                  keeps X-Repo-Commit/X-Linked-Etag on its CDN redirects)
+    expire       302 to a signed URL of the same path on this proxy (``?x-signed-expires=``,
+                 as S3 / GCS / the Hub's storage put the expiry in the query) that is served
+                 for ``seconds``, then refused with 403 ("Request has expired"): a request
+                 already flowing is not cut, as storage hosts check a signature when a request
+                 starts. Only unsigned requests are redirected; the other faults apply to
+                 signed ones too (they are logged under the unsigned path).
+
+A ``reset`` is sent once the bytes before it have left the proxy's socket (the client's kernel
+acknowledged them; at most 10 s): a TCP RST discards whatever is still queued on the sending
+side, so those bytes would be counted as sent but never reach the client.
 
 Each exchange is logged (:attr:`FaultProxy.log`) with the body bytes the proxy really wrote to
 the client socket, so a test measures what a client fetched where the network would: between
@@ -22,9 +32,12 @@ the mirror.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import fnmatch
 import http.client
 import http.server
+import re
 import socket
 import struct
 import threading
@@ -50,7 +63,10 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _STEP = 64 * 1024
-KINDS = ("reset", "status", "wrong_bytes", "truncate", "stall", "redirect")
+KINDS = ("reset", "status", "wrong_bytes", "truncate", "stall", "redirect", "expire")
+SIGNED = "x-signed-expires"
+_TIOCOUTQ = 0x5411  # SIOCOUTQ: bytes in a TCP socket's send queue (Linux)
+_SIGNED_QUERY = re.compile(r"[?&]" + SIGNED + r"=(\d+)$")
 
 
 def matches(pattern: str, path: str) -> bool:
@@ -93,6 +109,7 @@ class Exchange:
     sent: int = 0  # body bytes written to the client
     fault: str | None = None
     length: int | None = None  # Content-Length announced to the client
+    signed: bool = False  # asked through a signed URL of an ``expire`` fault
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
@@ -114,15 +131,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._proxy()
 
+    def do_POST(self) -> None:  # RPCs (Kaggle's): the body is read here and sent on
+        self._proxy()
+
     # - forwarding -
     def _proxy(self) -> None:
         owner = self.server.owner
         headers = {k.lower(): v for k, v in self.headers.items()}
-        ex = Exchange(self.command, self.path, headers, time.monotonic())
+        length = headers.get("content-length", "0")
+        self.body = self.rfile.read(int(length)) if length.isdigit() and int(length) else b""
+        signed = _SIGNED_QUERY.search(self.path)
+        if signed:
+            self.path = self.path[: signed.start()]  # what the mirror is asked for
+        ex = Exchange(self.command, self.path, headers, time.monotonic(), signed=bool(signed))
         owner._record(ex)
         try:
-            fault = owner._take(self.command, self.path)
+            if signed and time.time() * 1000 > int(signed.group(1)):
+                ex.fault = "expired"
+                self._reply(ex, 403, {}, b"AccessDenied: Request has expired\n")
+                return
+            fault = owner._take(self.command, self.path, bool(signed))
             ex.fault = fault.kind if fault else None
+            if fault is not None and fault.kind == "expire":
+                expires = int((time.time() + fault.seconds) * 1000)
+                sep = "&" if "?" in self.path else "?"
+                location = f"{self.path}{sep}{SIGNED}={expires}"
+                self._reply(ex, 302, {"Location": location}, b"")
+                return
             if fault is not None and fault.kind == "status":
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 self._reply(ex, fault.status, extra, f"injected {fault.status}\n".encode())
@@ -149,7 +184,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         conn.putrequest(method, self.path, skip_host=True, skip_accept_encoding=True)
         for name, value in forward.items():
             conn.putheader(name, value)
-        conn.endheaders()
+        conn.endheaders(getattr(self, "body", b"") if method == self.command else None)
         return conn, conn.getresponse()
 
     def _reply(self, ex: Exchange, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -225,7 +260,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault.kind == "stall":
             self.server.owner._stopping.wait(fault.seconds)
         elif fault.kind == "reset":
+            ex.sent -= _drain(self.connection, self.server.owner._stopping)
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _drain(sock: socket.socket, stopping: threading.Event, limit: float = 10.0) -> int:
+    """Wait until ``sock``'s send queue is empty (at most ``limit`` s); return what is left."""
+    left = array.array("i", [0])
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            fcntl.ioctl(sock.fileno(), _TIOCOUTQ, left)
+        except OSError:
+            return 0
+        if not left[0] or time.monotonic() > deadline or stopping.wait(0.005):
+            return left[0]
 
 
 class FaultProxy(ThreadedServer):
@@ -253,13 +302,16 @@ class FaultProxy(ThreadedServer):
         with self._lock:
             self.faults.clear()
 
-    def _take(self, method: str, path: str) -> ProxyFault | None:
+    def _take(self, method: str, path: str, signed: bool = False) -> ProxyFault | None:
         with self._lock:
-            for fault in self.faults:
+            # An unsigned request that an ``expire`` fault matches is redirected first.
+            ordered = sorted(self.faults, key=lambda f: f.kind != "expire")
+            for fault in ordered:
                 if (
                     fault.times == 0
                     or method not in fault.methods
                     or not matches(fault.match, path)
+                    or (signed and fault.kind == "expire")
                 ):
                     continue
                 if fault.times > 0:

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.hubs import FAULTS, HUBS, REPO
+from tests.faults.hubs import FAULTS, HUBS, PATHS, REPO
 
 OUT_ENV = "MODELHUB_FAULT_TABLE_DIR"
 TABLE_FILE = "fault-table.md"
@@ -44,9 +44,22 @@ FAULTS_DIR = "tests/faults/"
 LEGEND = (
     "  (ok: survived in one run; exit N: the contract's code, nothing half-written, and the",
     "   next run recovered; killed: SIGKILL, then the next run recovered; xfail: a known limit,",
-    "   not counted; skipped: did not run, counted as not survived)",
+    "   not counted; skipped: did not run, counted as not survived; <fault>@shaped: the same",
+    "   fault over tests/support/shaper.py's link, 8 MiB/s per connection and 20 ms RTT, where",
+    "   modelhub's transfer goes parallel)",
 )
-RATIO_FAULTS = ("reset", "truncated", "kill_download")
+# A cell of the shaped path is the row ``<fault>@shaped`` (the loopback path's rows keep their
+# plain fault names): the grid shows both paths, one row per fault and path.
+SHAPED = "@shaped"
+ROWS = (*FAULTS, *(f"{f}{SHAPED}" for f in FAULTS))
+RATIO_FAULTS = tuple(
+    f"{f}{suffix}" for suffix in ("", SHAPED) for f in ("reset", "truncated", "kill_download")
+)
+
+
+def row_name(fault: str, path: str) -> str:
+    """The grid row of ``fault`` on ``path`` ("loopback" or "shaped")."""
+    return fault if path == PATHS[0] else f"{fault}@{path}"
 
 
 def out_dir() -> Path:
@@ -59,7 +72,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if getattr(item, "originalname", "") == "test_fault" and {"hub", "fault"} <= set(params):
-            item.user_properties.append((ROW_KEY, f"{params['hub']}/{params['fault']}"))
+            row = row_name(params["fault"], params.get("path", PATHS[0]))
+            item.user_properties.append((ROW_KEY, f"{params['hub']}/{row}"))
 
 
 # --- cells ---------------------------------------------------------------------------------------
@@ -131,10 +145,11 @@ def headline_and_grid(cells: dict[tuple[str, str], Cell]) -> list[str]:
     known, skipped, failed = (states.count(s) for s in ("xfail", "skipped", "FAILED"))
     cases = len(cells) - known
     hubs = sorted({hub for hub, _ in cells})
-    faults = [f for f in FAULTS if any(f == fault for _, fault in cells)]
+    faults = [f for f in ROWS if any(f == fault for _, fault in cells)]
     lines = [
         f"faults survived: {states.count('passed')}/{cases} hub x fault cases "
-        f"({len(hubs)} hubs x {len(faults)} faults; {known} known limit(s) (xfail), not counted; "
+        f"({len(hubs)} hubs x {len(faults)} faults and links; {known} known limit(s) (xfail), "
+        "not counted; "
         f"{skipped} skipped; {failed} failed)"
     ]
     if cells:
@@ -177,10 +192,10 @@ def block(cells: dict[tuple[str, str], Cell], hostile: list[pytest.TestReport]) 
             ok = cell is not None and cell.state == "passed" and size
             row += f"{cell.number('bytes_fetched') / size:>8.2f}x" if ok else f"{'-':>9}"
         if row.strip("- "):
-            ratio_rows.append(f"  {fault:<17}{row}")
+            ratio_rows.append(f"  {fault:<23}{row}")
     if ratio_rows:
-        lines.append("bytes fetched / file size (resume, not restart: < 1.3x; hf: the SDK's own)")
-        lines.append(" " * 19 + "".join(f"{h:>9}" for h in hubs))
+        lines.append("bytes fetched / file size (resume, not restart: < 1.3x)")
+        lines.append(" " * 25 + "".join(f"{h:>9}" for h in hubs))
         lines += ratio_rows
     if hostile:
         refused = sum(r.passed for r in hostile)
@@ -199,7 +214,7 @@ def result(
     cells: dict[tuple[str, str], Cell], reports: list[pytest.TestReport], exitstatus: int
 ) -> dict[str, Any]:
     """This run's fault-table result, as ``fault-table.json`` holds it."""
-    missing = [f"{h}/{f}" for h in HUBS for f in FAULTS if (h, f) not in cells]
+    missing = [f"{h}/{f}" for h in HUBS for f in ROWS if (h, f) not in cells]
     others = [
         r
         for r in reports

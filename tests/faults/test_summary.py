@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.faults.hubs import BUILDERS, FAULTS, HUBS, NEEDS, REPO
-from tests.faults.summary import RESULT_FILE, TABLE_FILE, Cell, headline_and_grid
+from tests.faults.hubs import BUILDERS, HUBS, NEEDS, REPO
+from tests.faults.summary import RESULT_FILE, ROWS, TABLE_FILE, Cell, headline_and_grid
 
 SCRIPT = REPO / "scripts" / "update_readme_table.py"
 README = REPO / "README.md"
@@ -46,20 +46,23 @@ import os
 
 import pytest
 
-from tests.faults.hubs import FAULTS, HUBS
+from tests.faults.hubs import FAULTS, HUBS, PATHS
 
 
 @pytest.fixture
-def cell(hub: str, fault: str) -> str:
-    name = f"{hub}/{fault}"
+def cell(hub: str, fault: str, path: str) -> str:
+    name = f"{hub}/{fault}" + ("" if path == "loopback" else f"@{path}")
     if name in os.environ.get("INNER_SETUP_SKIP", "").split():
         pytest.skip(f"{name}: skipped by its fixture")
     return name
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("hub", HUBS)
-def test_fault(hub: str, fault: str, cell: str, request: pytest.FixtureRequest) -> None:
+def test_fault(
+    hub: str, fault: str, path: str, cell: str, request: pytest.FixtureRequest
+) -> None:
     outcome = "exit 6: modelhub: error: timed out" if fault == "stall" else "ok"
     request.node.user_properties += [
         ("outcome", outcome),
@@ -111,7 +114,7 @@ def _grid(lines: list[str]) -> dict[tuple[str, str], str]:
     hubs = lines[1].split()
     offset = len(lines[1]) - 9 * len(hubs)  # hub columns are 9 characters, right-aligned
     cells = {}
-    for line in lines[2 : 2 + len(FAULTS)]:
+    for line in lines[2 : 2 + len(ROWS)]:
         labels = [line[i : i + 9].strip() for i in range(offset, len(line), 9)]
         assert len(labels) == len(hubs), line
         fault = line[:offset].strip()
@@ -129,7 +132,7 @@ def test_a_skipped_cell_is_reported_as_skipped_not_as_a_known_limit(tmp_path: Pa
         tmp_path, INNER_SKIP="onnx/disk_full", INNER_SETUP_SKIP="hf/kill_staging"
     )
     assert code == 0
-    total = len(HUBS) * len(FAULTS)
+    total = len(HUBS) * len(ROWS)
     assert printed[0].startswith(
         f"faults survived: {total - 1 - len(skipped)}/{total - 1} hub x fault cases "
     ), printed[0]
@@ -160,7 +163,7 @@ def test_a_failed_run_leaves_the_last_table_and_names_the_cell(tmp_path: Path) -
     assert _grid(printed)[("url", "stall")] == "FAILED"
     assert found["failed"] == ["url/stall"] and found["exitstatus"] == 1
     assert (tmp_path / "out" / TABLE_FILE).read_text() == table
-    total = len(HUBS) * len(FAULTS)
+    total = len(HUBS) * len(ROWS)
     assert printed[0].startswith(f"faults survived: {total - 2}/{total - 1} ")
 
 
@@ -230,8 +233,10 @@ def test_readme_fault_table_is_the_last_runs() -> None:
     lines = _readme_block()
     grid = _grid(lines)
     assert lines[1].split() == sorted(HUBS), "the README's table must show every hub"
-    assert {fault for _, fault in grid} == set(FAULTS), "the README's table must show every fault"
-    assert lines[: 2 + len(FAULTS)] == headline_and_grid(_cells_of_grid(grid))
+    assert {fault for _, fault in grid} == set(ROWS), (
+        "the README's table must show every fault on both links"
+    )
+    assert lines[: 2 + len(ROWS)] == headline_and_grid(_cells_of_grid(grid))
     assert "FAILED" not in grid.values(), "the README shows the table of a failed run"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60

@@ -11,9 +11,13 @@ request ``snapshot_download`` itself makes; modelhub makes it through ``HfApi.re
 learn the repo's file list, for the default file selection, and its id: a legacy id such as
 ``gpt2`` is answered as ``openai-community/gpt2``, recorded as ``repo_id``), then
 ``snapshot_download`` of that commit (the tree listing, then ``HEAD``/``GET`` of every selected
-file), and ``refs/<rev>`` written as the SDK writes it. A file (``hf:ORG/NAME:PATH``, a pasted
-``/blob/`` or ``/resolve/`` URL) is ``hf_hub_download``'s; a folder (``hf:ORG/NAME:PATH/``, a
-pasted ``/tree/REV/PATH``) is ``snapshot_download(allow_patterns=PATH/)``'s.
+file), and ``refs/<rev>`` written as the SDK writes it. Before ``snapshot_download`` runs, the
+selected LFS files from 4 MiB up are fetched by modelhub's transfer engine (resumed across
+processes, retried, ranged, sha256 checked inline) into the SDK's cache as the SDK lays it out
+(:mod:`.hf_engine`); the SDK then finds them in place and fetches the rest. A file
+(``hf:ORG/NAME:PATH``, a pasted ``/blob/`` or ``/resolve/`` URL) is ``hf_hub_download``'s (the
+SDK's alone); a folder (``hf:ORG/NAME:PATH/``, a pasted ``/tree/REV/PATH``) is
+``snapshot_download(allow_patterns=PATH/)``'s.
 
 The SDK's own cache (``HF_HUB_CACHE``, else ``HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``,
 else ``~/.cache/huggingface/hub``), under the repo id as written (``models--gpt2`` for ``hf:gpt2``,
@@ -24,7 +28,9 @@ mode), never copies unless asked or across filesystems. Blobs are never modified
 Which files: what ``from_pretrained`` reads (:mod:`.hf_select`): where a folder has
 safetensors weights, its copies in other formats are skipped (``selection`` in the manifest
 says which, and how many bytes that saved); ``--all-files`` / ``all_files = true`` fetch
-everything, ``--include`` / ``--exclude`` select by pattern as the SDK does.
+everything, ``--include`` / ``--exclude`` select by pattern as the SDK does. They select what
+to fetch, never what to remove: files an earlier pull of the same commit fetched stay in the
+model (a pull of another commit replaces the model's files; ``rm`` and ``gc`` remove).
 
 A snapshot already complete in the cache is used with no network at all. "Complete" is what
 the SDK's cached tree listing of the commit (``trees/<commit>.json``, written by every online
@@ -50,6 +56,7 @@ from ..config import settings
 from ..errors import (
     HashMismatchError,
     IntegrityError,
+    ModelhubError,
     ModelNotFoundError,
     NetworkError,
     OfflineError,
@@ -62,6 +69,7 @@ from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from ..upstream import Memo, Recorded, UpstreamStatus, compare, status
 from .base import ModelHub, Plan, StageRequest
+from .hf_engine import prefetch
 from .hf_sdk import (
     blob_bytes,
     cached_commit,
@@ -138,6 +146,21 @@ class HuggingFaceHub(ModelHub):
     default_stage = "none"
     stages = ("none", "onnx")
     offload_warm = staticmethod(warm_sdk)
+
+    @classmethod
+    def sdk_caches(cls) -> dict[str, str]:
+        """huggingface_hub's cache (``HF_HUB_CACHE``, ...), for ``modelhub doctor``."""
+        return {"huggingface_hub cache": str(hf_cache_dir().absolute())}
+
+    def preview(
+        self, ref: ModelRef, *, offline: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """The files a pull would fetch (``--dry-run``), from the Hub's file list: see
+        :mod:`.hf_preview`."""
+        from .hf_preview import preview
+
+        plan = self.resolve(ref, offline=offline, options=options)
+        return preview(plan, self.hub_url, lambda names: _Pick(plan, names).kept, offline)
 
     def resolve(
         self,
@@ -231,7 +254,7 @@ class HuggingFaceHub(ModelHub):
             unverified = None if force else self._cached(plan, cache, offline)
             if unverified is not None and (offline or plan.details.get("cache_hit")):
                 return unverified, None
-            return self._online(plan, cache, force, unverified is not None)
+            return self._online(plan, cache, force, unverified is not None, progress)
 
     def _cached(self, plan: Plan, cache: Path, offline: bool) -> Path | None:
         """The cached snapshot of ``plan``, or None. ``cache_hit`` is set when its tree listing
@@ -261,9 +284,12 @@ class HuggingFaceHub(ModelHub):
         plan.details["cache_hit"] = cached_listing(ref.name, Path(local).name, cache) is not None
         return Path(local)
 
-    def _online(self, plan: Plan, cache: Path, force: bool, unverified: bool) -> tuple[Path, Watch]:
+    def _online(
+        self, plan: Plan, cache: Path, force: bool, unverified: bool, progress: bool | None
+    ) -> tuple[Path, Watch]:
         """Resolve the revision as ``snapshot_download`` does (one ``repo_info`` call: the
-        commit, the repo's id and file list), then have the SDK fetch that commit's files."""
+        commit, the repo's id and file list), have modelhub's engine fetch the large files
+        (:mod:`.hf_engine`), then the SDK the rest of that commit's files."""
         import huggingface_hub
 
         ref, branch = plan.ref, plan.details["branch"]
@@ -278,6 +304,9 @@ class HuggingFaceHub(ModelHub):
         commit = str(info.sha or "")
         if info.id:
             plan.details["repo_id"] = info.id  # a legacy id's canonical one (gpt2: org/gpt2)
+        # Who may read it upstream: a mirror serves gated/private models only with a token.
+        gated, private = getattr(info, "gated", False), getattr(info, "private", False)
+        plan.details["access"] = "private" if private else "gated" if gated else "public"
         siblings = getattr(info, "siblings", None)
         if siblings is None:  # no file list: the caller's patterns only, select after
             allow = [_base(ref)] if _base(ref) else plan.details["include"] or None
@@ -291,6 +320,9 @@ class HuggingFaceHub(ModelHub):
             allow, ignore = pick.allow, pick.ignore
         try:
             with Watch() as watch:
+                args = self._sdk_args(ref, cache)
+                done = prefetch(api, args, commit, (allow, ignore), force, progress, watch)
+                ignore = [*(ignore or []), *map(escape, done)] or None  # the SDK's: the rest
                 snapshot = Path(
                     huggingface_hub.snapshot_download(
                         **self._sdk_args(ref, cache),
@@ -300,6 +332,8 @@ class HuggingFaceHub(ModelHub):
                         force_download=force,
                     )
                 )
+        except ModelhubError:
+            raise  # modelhub's engine's (hf_engine): typed already
         except Exception as exc:
             raise map_error(exc, ref, self.hub_url, offline=False) from None
         write_ref(ref.name, branch, snapshot.name, cache)
@@ -409,7 +443,19 @@ class HuggingFaceHub(ModelHub):
             known = old.details.get("repo_id")  # a cache hit: as the Hub answered last time
             if isinstance(known, str):
                 plan.details["repo_id"] = known
-        self._drop_stale(plan.ref, {e.path for e in entries})
+            if isinstance(old.details.get("access"), str):
+                plan.details.setdefault("access", old.details["access"])
+        if old is not None and old.revision == plan.revision:
+            # --include/--exclude select what to fetch; what an earlier pull of this commit
+            # fetched stays the user's (as with `hf download --include`): rm and gc remove.
+            fetched = {e.path for e in entries}
+            entries += [
+                e
+                for e in old.files
+                if e.path not in fetched and self.store.abspath(e.path).is_file()
+            ]
+        else:
+            self._drop_stale(plan.ref, {e.path for e in entries})
         return entries
 
     def download(
@@ -506,7 +552,8 @@ class HuggingFaceHub(ModelHub):
         return blob, sha
 
     def _drop_stale(self, ref: ModelRef, keep: set[str]) -> None:
-        """Remove files an earlier pull of ``ref`` linked that the new snapshot no longer has."""
+        """Remove files an earlier pull of ``ref`` linked from an *older commit* that the new
+        one did not bring again (a pull of a new revision replaces the model)."""
         old = self.store.manifest(ref)
         for entry in old.files if old else []:
             if entry.path not in keep and not self.store.owners(

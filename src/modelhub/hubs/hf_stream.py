@@ -131,6 +131,12 @@ class Watch:
         with _LOCK:
             _watches.discard(self)
 
+    def vouch(self, sha256: str, size: int) -> None:
+        """Evidence from modelhub's own engine, which hashed the whole body as it arrived
+        (:mod:`.hf_engine`)."""
+        with _LOCK:
+            self.seen.add((sha256, size))
+
     def received(self, sha256: str, size: int, mtime_ns: int) -> bool:
         """Whether ``size`` bytes hashing to ``sha256`` were received whole while open, for
         a file last written (``mtime_ns``) since it opened: not a blob that was already in

@@ -390,7 +390,7 @@ class Job:
             self.connections = 1
             return True
         saved = left / self.rate / 2 - self.latency  # two connections instead of one
-        if saved < max(MIN_GAIN, self.latency):
+        if saved < MIN_GAIN + self.latency:
             self.connections = 1
             return True
         self.parallel_first = True

@@ -27,8 +27,9 @@ REQUIRED = os.environ.get("MODELHUB_TEST_BROWSER") == "required"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """A headless chromium, driven by selenium through Debian's chromium-driver."""
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A headless chromium, driven by selenium through Debian's chromium-driver, with its
+    profile in the test's own temporary folder (chromium's default leaves one in /tmp)."""
     if not (CHROMIUM and CHROMEDRIVER):
         if REQUIRED:
             pytest.fail("no chromium/chromedriver on PATH (`make test` installs them)")
@@ -40,6 +41,7 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
         yield driver

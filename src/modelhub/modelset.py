@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from .config import STAGES, STORAGES
 from .errors import ModelhubError, NotFoundError, UsageError
 from .hubs import adapter_class
@@ -144,7 +145,7 @@ def _hub_can(mref: ModelRef, stage: str, storage: str, where: _Where) -> None:
             f"{where.at('stage')} ({mref.canonical}): stage {stage!r} is not one this hub "
             f"produces ({', '.join(hub.stages)})"
         )
-    if storage not in hub.storages:
+    if storage not in registry.row(mref.hub).storages:
         raise UsageError(
             f"{where.at('storage')} ({mref.canonical}): storage {storage!r}: this hub has no "
             f"{storage} form; remove the line"

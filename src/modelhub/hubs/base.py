@@ -90,10 +90,6 @@ class ModelHub(ABC):
     default_stage: ClassVar[str] = "none"
     #: Stages this hub can produce.
     stages: ClassVar[tuple[str, ...]] = ("none",)
-    #: ``--storage`` values this hub honours: ``compressed`` only where it has such a form.
-    storages: ClassVar[tuple[str, ...]] = ("uncompressed",)
-    #: What ``--storage compressed`` keeps, for ``--help`` (hubs with that form only).
-    compressed_help: ClassVar[str] = ""
     #: For a hub whose SDK does its downloads: a module-level function that imports the SDK.
     #: ``modelhub sync --jobs N`` then starts a helper process with it (:mod:`modelhub.offload`)
     #: and hands the hub's SDK work there (``offload``), off the GIL of the other pulls.
@@ -111,6 +107,11 @@ class ModelHub(ABC):
     def row(self) -> registry.HubRow:
         """This hub's registry row (grammar, endpoints, store folders)."""
         return registry.row(self.name)
+
+    @property
+    def storages(self) -> tuple[str, ...]:
+        """``--storage`` values this hub honours (its registry row's)."""
+        return self.row.storages
 
     @property
     def hub_url(self) -> str:

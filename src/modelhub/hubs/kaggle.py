@@ -102,11 +102,6 @@ class KaggleHub(ModelHub):
         kagglehub's cache when complete there, else the download RPCs."""
         handle = Handle.of(ref)
         opts = dict(options or {})
-        if opts.get("storage") == "compressed":
-            raise UnsupportedError(
-                f"{ref}: Kaggle versions are kept as their files; --storage compressed does "
-                "not apply"
-            )
         client = self.client()
         locked = str(opts.get("locked_revision") or "")
         if handle.version is None and locked.isdigit():

@@ -99,8 +99,6 @@ class TFHubHub(SavedModelArchiveHub):
 
     name = "tfhub"
     stages = ("none", "pb", TFLITE)
-    storages = ("compressed", "uncompressed")
-    compressed_help = "a SavedModel kept as its downloaded .tar.gz archive"
 
     def handle_url(self, ref: ModelRef) -> str:
         """``{base}/{handle}``: the URL tensorflow_hub is given (its cache key)."""

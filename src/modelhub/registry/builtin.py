@@ -109,6 +109,7 @@ register(
         folder_shaped=lambda ref: True,
         weight=3,
         import_help="tfhub: a SavedModel folder or .tar.gz, a .tflite, a TF.js folder",
+        compressed="a SavedModel kept as its downloaded .tar.gz archive",
         mirror_routes="modelhub.mirror.tfhub:SavedModelRoutes",
     )
 )

@@ -74,13 +74,15 @@ class HubRow:
     cost of one model for ``sync``'s start order. ``mirror_routes`` names the mirror's routes
     class (``"module:Class"``); without one the mirror serves the hub's files plainly at
     ``/<mirror path>/<ref name>/<file>``. ``catch_all`` marks the hub that takes every other
-    http(s) URL.
+    http(s) URL. ``compressed`` says what ``--storage compressed`` keeps on this hub (empty: the
+    hub has no compressed form and refuses it).
     """
 
     __slots__ = (
         "adapter",
         "canonical",
         "catch_all",
+        "compressed",
         "endpoints",
         "folder_shaped",
         "folders",
@@ -115,6 +117,7 @@ class HubRow:
         import_help: str = "",
         mirror_routes: str | None = None,
         catch_all: bool = False,
+        compressed: str = "",
     ) -> None:
         self.name, self.adapter, self.grammar, self.parse = name, adapter, grammar, parse
         if isinstance(framework, str):
@@ -130,9 +133,15 @@ class HubRow:
         self.folder_shaped = folder_shaped or (lambda ref: False)
         self.weight, self.import_help = weight, import_help
         self.mirror_routes, self.catch_all = mirror_routes, catch_all
+        self.compressed = compressed
 
     def __repr__(self) -> str:
         return f"HubRow({self.name!r}, {self.adapter!r})"
+
+    @property
+    def storages(self) -> tuple[str, ...]:
+        """``--storage`` values this hub honours (``compressed`` only where it has that form)."""
+        return ("compressed", "uncompressed") if self.compressed else ("uncompressed",)
 
     @property
     def mirror(self) -> str | None:

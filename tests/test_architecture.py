@@ -9,7 +9,8 @@ The layering (each module may import its own layer and those below it)::
     hubs           hubs.*
     staging        staging.*
     frameworks     frameworks.*  (framework knowledge adapters and conversions share)
-    io             store.*, transfer, _http, http_session, download_job, connections, sink,
+    io             store.*, transfer, _http, http_session, download_job, parallel_path,
+                   connections, sink,
                    progress, upstream, offload,
                    workers, lockfile, remote.*
     base           errors, refgrammar, registry, refs, config, _frameworks
@@ -39,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_http",
             "http_session",
             "download_job",
+            "parallel_path",
             "connections",
             "sink",
             "progress",

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from modelhub import download_job, transfer
-from modelhub._http import redirect_target, same_origin
+from modelhub._http import parse_url, redirect_target, same_origin
+from modelhub.connections import POOL
 from modelhub.errors import (
     AuthError,
     HashMismatchError,
@@ -426,6 +427,26 @@ def test_parallel_ranged_download(big: tuple[Path, str], tmp_path: Path) -> None
         assert len(ranges) >= 5 and all(r.startswith("bytes=") for r in ranges)
         assert 2 <= srv.connections <= 4, "one keep-alive connection per worker"
     assert part.stat().st_size == 40 * MiB and not sidecar(part).exists()
+
+
+@pytest.mark.usefixtures("slow_link")
+def test_parallel_download_leaves_its_connections_alive_in_the_pool(
+    big: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The cancel path shuts down only connections still being read: one a worker handed back
+    to the shared pool may already carry another request (a CI run saw a second, aborted
+    request reach a server), so every connection the server accepted is idle and usable."""
+    path, digest = big
+    with HTTPTestServer({"/big.bin": path}) as srv:
+        d = download_file(f"{srv.url}/big.bin", tmp_path / "b.part", connections=4)
+        assert d.connections == 4 and d.sha256 == digest
+        target = parse_url(f"{srv.url}/big.bin")
+        conns = [POOL.get(target, 5.0) for _ in range(srv.connections + 1)]
+        try:
+            assert [c.reused for c in conns] == [True] * srv.connections + [False]
+        finally:
+            for c in conns:
+                c.close()
 
 
 @pytest.mark.usefixtures("slow_link")

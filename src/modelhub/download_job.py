@@ -1,6 +1,6 @@
 """The state machine of one ``download_file`` call: resume bookkeeping (part file + sidecar),
-the single-connection pump into the :class:`~modelhub.sink.Sink`, the ranged probe that decides
-whether more connections pay, and the parallel chunked path.
+the single-connection pump into the :class:`~modelhub.sink.Sink` and the ranged probe that
+decides whether more connections pay (the parallel path itself is :mod:`modelhub.parallel_path`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from modelhub.connections import (
 )
 from modelhub.errors import HTTPStatusError, NetworkError, SizeMismatchError
 from modelhub.http_session import Session
+from modelhub.parallel_path import CHUNK_MIN, ParallelPath, Restart
 from modelhub.sink import DIRECT_MIN, Ranges, Sink, alloc_buffer, direct_io_ok
 
 BUF_SIZE = 4 * MiB  # single-connection receive buffers (readinto target, then hashed + written)
@@ -45,12 +46,6 @@ SINGLE_BUFFERS = 8  # in flight between receive, hash and write: absorbs stalls 
 # tells whether ranges work, the size, the request's latency and one connection's rate.
 PROBE_SIZE = 8 * MiB
 MARK_STEP = 1 * MiB  # the probe is received in steps this large, each one timed
-CHUNK_SIZE = 8 * MiB  # parallel path: the shortest run one Range request asks for
-CHUNK_MIN = 1 * MiB
-CHUNK_MAX = 16 * MiB
-RUN_MAX = 64 * MiB  # the longest
-PIECE = 4 * MiB  # a parallel connection writes what it received every this many bytes
-MAX_WORKERS = 16
 # A probe whose body (its second half; the first absorbs connection set-up, time to first
 # byte and TCP slow start) arrives at least this fast (bytes/s) means one connection already
 # outruns sha256 and the disk (~1-2 GB/s each here): more connections would only add threads,
@@ -60,21 +55,10 @@ SINGLE_STREAM_RATE = 128 * MiB
 # Splitting must save this much wall time at least (seconds), beyond the latency a new
 # connection costs: a file that one connection fetches in a blink is never split.
 MIN_GAIN = 0.1
-# The parallel path starts with this many connections (within the ceiling, settings().
-# connections), then doubles them while the measured throughput grows by GROWTH per doubling;
-# a rest the probe's rate needs LONG_REST seconds or more for starts at the ceiling.
-START_CONNECTIONS = 4
-LONG_REST = 20.0
-GROWTH = 1.3
-MEASURE_MIN = 0.25  # seconds of measurement per step (at least; more on a high-latency link)
 MAX_RESTARTS = 3  # the file changed under us this often: give up
 
 
-class Restart(Exception):
-    """Internal: the remote file changed (validator mismatch); start again from byte 0."""
-
-
-class Job:
+class Job(ParallelPath):
     """The state of one download_file call."""
 
     def __init__(
@@ -395,205 +379,3 @@ class Job:
             return True
         self.parallel_first = True
         return False
-
-    # - the parallel path -
-    def chunk_size(self, left: int, first: int) -> int:
-        """The shortest run: CHUNK_SIZE, or 4 latencies' worth at the probe's rate when more
-        (CHUNK_MAX at most), but no more than gives each of the ``first`` connections one; at
-        least CHUNK_MIN, a multiple of it."""
-        want = min(max(self.rate * self.latency * 4, CHUNK_SIZE), CHUNK_MAX, left / first)
-        return int(-(-max(want, CHUNK_MIN) // CHUNK_MIN) * CHUNK_MIN)
-
-    def parallel(self) -> None:
-        """Fetch the rest over several keep-alive connections, a run of bytes per request.
-        Each connection writes what it receives where it belongs (listed in the sidecar: a kill
-        loses at most a PIECE per connection); the hash follows in file order, reading back the
-        written prefix as it grows. Runs go out in file order, each a share of what is left
-        (half of it over the connections, one chunk to RUN_MAX): long while much is left (a
-        round trip per run, not per chunk), short at the end so the connections end together.
-        START_CONNECTIONS first (within the ceiling), doubled while the measured throughput
-        grows by GROWTH or more per doubling."""
-        assert self.size is not None
-        total = self.size
-        ceiling = min(self.connections, MAX_WORKERS)
-        gaps = self.done.missing(self.offset, total)  # what is not written yet
-        left = sum(b - a for a, b in gaps)
-        long_rest = left >= LONG_REST * max(self.rate, 1.0)
-        first = ceiling if long_rest else max(1, min(ceiling, START_CONNECTIONS))
-        chunk = self.chunk_size(left, first)
-        if self.bar is not None:
-            self.bar.update(total - self.offset - left)  # written by an earlier process
-        # From here on the part file has holes: the sidecar lists what is written, before the
-        # first byte lands. The hash reads the bytes back: keep them in the page cache.
-        self.sparse = True
-        self.write_sidecar()
-        self.sink.direct = False
-        errors: list[BaseException] = []
-        cond = threading.Condition()
-        stop = threading.Event()
-        fetched = [0] * MAX_WORKERS
-        active: list[Conn | None] = [None] * MAX_WORKERS
-        cursor = [0, gaps[0][0] if gaps else total]  # [gap index, next byte to hand out]
-        self.parallel_first, threads, target = False, list[threading.Thread](), [first]
-
-        def take_run() -> tuple[int, int] | None:
-            with cond:
-                gap, pos = cursor
-                while gap < len(gaps) and pos >= gaps[gap][1]:
-                    gap += 1
-                    pos = gaps[gap][0] if gap < len(gaps) else total
-                if gap >= len(gaps):
-                    cursor[:] = [gap, pos]
-                    return None
-                rest = sum(b - max(a, pos) for a, b in gaps[gap:])
-                want = min(max(rest // (2 * target[0]), chunk), RUN_MAX)
-                end = min(pos + -(-want // CHUNK_MIN) * CHUNK_MIN, gaps[gap][1])
-                if gaps[gap][1] - end < CHUNK_MIN:
-                    end = gaps[gap][1]  # no sliver left behind
-                cursor[:] = [gap, end]
-                return pos, end
-
-        def worker(w: int) -> None:
-            try:
-                buf = memoryview(alloc_buffer(PIECE))
-                while not stop.is_set():
-                    run = take_run()
-                    if run is None:
-                        return
-                    self.fetch_run(w, run, buf, stop, fetched, active, cond)
-            except BaseException as exc:
-                with cond:
-                    errors.append(exc)
-                    stop.set()
-                    cond.notify_all()
-
-        def spawn(workers: int) -> None:
-            target[0] = workers
-            for w in range(len(threads), workers):
-                t = threading.Thread(
-                    target=worker, args=(w,), name=f"modelhub-get-{w}", daemon=True
-                )
-                threads.append(t)
-                t.start()
-            self.used_connections = max(self.used_connections, len(threads))
-
-        # Growth: after each step, let the new connections settle (a handshake and a request:
-        # two latencies), then measure the total rate for MEASURE_MIN (or 4 latencies).
-        settle, window = 2 * self.latency, max(MEASURE_MIN, 4 * self.latency)
-        step: dict[str, Any] = {"rate": self.rate, "at": 0.0, "bytes": 0, "growing": True}
-
-        def steer() -> None:
-            now = time.monotonic()
-            if step["at"] == 0.0:
-                if now - step["t0"] >= settle:
-                    step["at"], step["bytes"] = now, sum(fetched)
-                return
-            if now - step["at"] < window:
-                return
-            rate = (sum(fetched) - step["bytes"]) / (now - step["at"])
-            more = min(2 * len(threads), ceiling)
-            unassigned = cursor[0] < len(gaps) and cursor[1] < gaps[-1][1]
-            if rate >= GROWTH * step["rate"] and more > len(threads) and unassigned:
-                step.update(rate=rate, at=0.0, t0=now)
-                spawn(more)
-            else:
-                step["growing"] = False
-
-        step["t0"] = time.monotonic()
-        spawn(first)
-        try:
-            while self.offset < total:
-                with cond:
-                    end = self.done.covering(self.offset)
-                    while end is None and not errors:
-                        cond.wait(0.05 if step["growing"] else 0.5)
-                        if step["growing"] and not errors:
-                            steer()
-                        end = self.done.covering(self.offset)
-                    if errors or end is None:
-                        raise errors[0]
-                self.sink.hash_range(self.offset, end, count=False)
-                self.offset = end
-        finally:
-            stop.set()
-            for conn in list(active):
-                if conn is not None:
-                    conn.abort()
-            for t in threads:
-                t.join(timeout=30)
-            self.fetched += sum(fetched)
-
-    def fetch_run(
-        self,
-        w: int,
-        run: tuple[int, int],
-        buf: memoryview,
-        stop: threading.Event,
-        fetched: list[int],
-        active: list[Conn | None],
-        landed: threading.Condition,
-    ) -> None:
-        """Receive bytes ``run`` over one request (retrying from what arrived, not from its
-        start), writing them into the part file every ``len(buf)`` bytes."""
-        a, b = run
-        got = kept = 0  # bytes of the run received; of those, written (the rest are in buf)
-        validator = self.validator()
-        state: dict[str, Any] = {"conn": None, "resp": None}
-
-        def flush() -> None:
-            nonlocal kept
-            if got > kept:
-                self.sink.write_at(buf[: got - kept], a + kept)  # recorded by written()
-                kept = got
-                with landed:
-                    landed.notify_all()
-
-        def attempt() -> None:
-            nonlocal got
-            if state["resp"] is None:
-                hdrs = {"Range": f"bytes={a + got}-{b - 1}"}
-                if validator:
-                    hdrs["If-Range"] = validator
-                # The URL the last response came from (a signed redirect target, re-resolved
-                # from the original URL once its signature has expired).
-                c, r, final = self.session.open_again(hdrs, self.final_url)
-                active[w] = c
-                self.session.check(c, r, final)
-                self.final_url = final
-                cr = parse_content_range(r.getheader("Content-Range"))
-                if r.status == 200:
-                    c.close()
-                    raise Restart()  # If-Range failed: the file changed
-                if r.status != 206 or cr is None or cr[0] != a + got:
-                    c.close()
-                    raise Retryable(f"bad range reply from {redact(final)}")
-                state["conn"], state["resp"] = c, r
-            c, r = state["conn"], state["resp"]
-            active[w] = c
-            err = None
-            while got < b - a and err is None:
-                want = min(READ_STEP, b - a - got, len(buf) - (got - kept))
-                n, err = read_into(r, buf[got - kept : got - kept + want])
-                got += n
-                fetched[w] += n  # per step: the growth measurement reads it
-                if got - kept == len(buf) or got == b - a:
-                    flush()
-                if n < want:
-                    break
-            if err is None and got < b - a and r.isclosed() and not r.length:
-                POOL.put(c, r)  # the server sent a shorter range than asked: ask for the rest
-                state["conn"] = state["resp"] = None
-                return attempt()
-            if err is not None or got < b - a:
-                c.close()
-                state["conn"] = state["resp"] = None
-                if err is not None:
-                    raise classify_os_error(err, parse_url(self.final_url), False)
-                raise Retryable(f"connection closed mid-run: {redact(self.final_url)}")
-            POOL.put(c, r)
-
-        try:
-            self.session.run(attempt, progress=lambda: got, stop=stop)
-        finally:
-            with contextlib.suppress(OSError):
-                flush()  # what arrived before a failure is kept for the next process

@@ -5,8 +5,10 @@ A repo with a 40 MiB LFS file, served by ``modelhub serve`` behind the fault pro
 the parallel path, behind the link shaper): the engine fetches the large file (ranged, resumable,
 sha256 checked against the LFS oid), the SDK the small ones; then huggingface_hub's own
 ``snapshot_download`` / ``hf_hub_download`` with ``local_files_only=True`` find everything with
-zero requests, and the cache is the one the SDK writes itself, entry for entry. Needs only
-huggingface_hub (``make test-hf-floor`` runs it on the floor version).
+zero requests, and the cache is the one the SDK writes itself, entry for entry. A file reference
+(``hf:ORG/NAME:PATH``) of the large file is the engine's too, after the SDK's one ``HEAD``; a
+small one is the SDK's alone, request for request. Needs only huggingface_hub (``make
+test-hf-floor`` runs it on the floor version).
 """
 
 from __future__ import annotations
@@ -205,10 +207,11 @@ def test_the_cli_exits_5_on_a_wrong_body(hub: Hub) -> None:
 # --------------------------------------------------------------------------- resume
 
 
-def test_kill_9_mid_download_then_a_rerun_resumes(hub: Hub) -> None:
+@pytest.mark.parametrize("ref", [REF, f"{REF}:{BIG}"], ids=["snapshot", "file"])
+def test_kill_9_mid_download_then_a_rerun_resumes(hub: Hub, ref: str) -> None:
     size = len(hub.files[BIG])
     hub.proxy.add("stall", TARGET, after=size // 2, seconds=120)
-    cmd = [sys.executable, "-m", "modelhub", "pull", REF, "--stage", "none"]
+    cmd = [sys.executable, "-m", "modelhub", "pull", ref, "--stage", "none"]
     env = {**os.environ, "MODELHUB_CONNECTIONS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
     part = hub.storage() / "blobs" / f"{hub.big_sha}.incomplete"
@@ -237,3 +240,85 @@ def test_kill_9_mid_download_then_a_rerun_resumes(hub: Hub) -> None:
     blob = hub.storage() / "blobs" / hub.big_sha
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == hub.big_sha
     assert not list(hub.cache.rglob("*.incomplete*"))
+
+
+# --------------------------------------------------------------------------- a file reference
+
+
+def _asked(hub: Hub, since: int) -> list[tuple[str, str]]:
+    """(method, path) of every request the proxy logged after the first ``since``."""
+    return [(e.method, e.path) for e in hub.proxy.exchanges()[since:]]
+
+
+def test_a_large_file_reference_goes_through_the_engine_into_the_sdks_cache(hub: Hub) -> None:
+    # A 503 on the file's first GET: the engine retries it, huggingface_hub's GET would not.
+    hub.proxy.add("status", TARGET, status=503)
+    model = modelhub.pull(f"{REF}:{BIG}", stage="none")
+    assert model.path.read_bytes() == hub.files[BIG]
+    commit = _commit(hub)
+    [entry] = model.manifest.files
+    assert (entry.sha256, entry.size) == (hub.big_sha, len(hub.files[BIG]))
+    # The SDK's one HEAD (of the revision asked for), then the engine's GETs (of the commit).
+    asked = _asked(hub, 0)
+    big = f"/hf/{REPO}/resolve/main/{BIG}"
+    assert asked[0] == ("HEAD", big) and asked.count(("HEAD", big)) == 1, asked
+    gets = hub.proxy.exchanges(TARGET, "GET")
+    statuses = [e.status for e in gets]
+    assert statuses[0] == 503 and set(statuses[1:]) <= {200, 206}, statuses
+    assert {e.path for e in gets} == {f"/hf/{REPO}/resolve/{commit}/{BIG}"}
+    assert len(asked) == 1 + len(gets)
+    assert sum(e.sent for e in gets[1:]) == len(hub.files[BIG]), "each byte once"
+    assert not list(hub.cache.rglob("*.incomplete*"))
+
+    # huggingface_hub's own hf_hub_download, into a cache of its own: the same entries.
+    own = hub.tmp / "sdk-cache"
+    huggingface_hub.hf_hub_download(REPO, BIG, cache_dir=own, endpoint=f"{hub.proxy.url}/hf")
+    assert _layout(hub.cache) == _layout(own)
+    storage = hub.storage()
+    assert {p.relative_to(storage).as_posix() for p in storage.rglob("*") if not p.is_dir()} == {
+        f"blobs/{hub.big_sha}",
+        f"snapshots/{commit}/{BIG}",
+        "refs/main",
+    }
+
+    # And it finds modelhub's file with zero requests.
+    with Recorder(hub.proxy.url) as rec:
+        path = huggingface_hub.hf_hub_download(
+            REPO, BIG, cache_dir=hub.cache, endpoint=f"{rec.url}/hf", local_files_only=True
+        )
+        assert rec.resources() == []
+    assert Path(path) == storage / "snapshots" / commit / BIG
+    assert os.readlink(path) == f"../../blobs/{hub.big_sha}"
+
+
+def test_a_small_file_reference_is_the_sdks_alone_request_for_request(hub: Hub) -> None:
+    name = "config.json"
+    model = modelhub.pull(f"{REF}:{name}", stage="none")
+    assert model.path.read_bytes() == hub.files[name]
+    ours = _asked(hub, 0)
+    resolve = f"/hf/{REPO}/resolve/main/{name}"
+    assert ours == [("HEAD", resolve), ("GET", resolve)]
+    since = len(hub.proxy.exchanges())
+    own = hub.tmp / "sdk-cache"
+    huggingface_hub.hf_hub_download(REPO, name, cache_dir=own, endpoint=f"{hub.proxy.url}/hf")
+    assert _asked(hub, since) == ours
+    assert _layout(hub.cache) == _layout(own)
+
+
+def test_a_large_file_the_engine_declines_is_the_sdks_and_force_fetches_it_again(
+    hub: Hub,
+) -> None:
+    hub.proxy.add("status", TARGET, status=403)  # the engine's GET: refused, once
+    model = modelhub.pull(f"{REF}:{BIG}", stage="none")
+    assert model.path.read_bytes() == hub.files[BIG]
+    commit = _commit(hub)
+    big, pinned = f"/hf/{REPO}/resolve/main/{BIG}", f"/hf/{REPO}/resolve/{commit}/{BIG}"
+    # The SDK's HEAD, the engine's refused GET, then hf_hub_download as without the engine.
+    assert _asked(hub, 0) == [("HEAD", big), ("GET", pinned), ("HEAD", big), ("GET", big)]
+    since = len(hub.proxy.exchanges())
+    modelhub.pull(f"{REF}:{BIG}", stage="none", force=True)
+    again = hub.proxy.exchanges()[since:]
+    assert (again[0].method, again[0].path) == ("HEAD", big)
+    assert {(e.method, e.path) for e in again[1:]} == {("GET", pinned)}
+    assert sum(e.sent for e in again) == len(hub.files[BIG]), "--force fetches it once more"
+    assert (hub.storage() / "blobs" / hub.big_sha).read_bytes() == hub.files[BIG]

@@ -15,8 +15,9 @@ file), and ``refs/<rev>`` written as the SDK writes it. Before ``snapshot_downlo
 selected LFS files from 4 MiB up are fetched by modelhub's transfer engine (resumed across
 processes, retried, ranged, sha256 checked inline) into the SDK's cache as the SDK lays it out
 (:mod:`.hf_engine`); the SDK then finds them in place and fetches the rest. A file
-(``hf:ORG/NAME:PATH``, a pasted ``/blob/`` or ``/resolve/`` URL) is ``hf_hub_download``'s (the
-SDK's alone); a folder (``hf:ORG/NAME:PATH/``, a pasted ``/tree/REV/PATH``) is
+(``hf:ORG/NAME:PATH``, a pasted ``/blob/`` or ``/resolve/`` URL) is ``hf_hub_download``'s, but
+for an LFS file from 4 MiB up, which the engine fetches once the SDK's ``HEAD`` has named it
+(:func:`.hf_engine.fetch_one`); a folder (``hf:ORG/NAME:PATH/``, a pasted ``/tree/REV/PATH``) is
 ``snapshot_download(allow_patterns=PATH/)``'s.
 
 The SDK's own cache (``HF_HUB_CACHE``, else ``HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``,
@@ -69,7 +70,7 @@ from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from ..upstream import Memo, Recorded, UpstreamStatus, compare, status
 from .base import ModelHub, Plan, StageRequest
-from .hf_engine import prefetch
+from .hf_engine import fetch_one, prefetch
 from .hf_sdk import (
     blob_bytes,
     cached_commit,
@@ -250,7 +251,7 @@ class HuggingFaceHub(ModelHub):
         cache = hf_cache_dir()
         with progress_bars(settings().progress(progress)):
             if _is_file(ref):
-                return self._one_file(plan, cache, offline, force)
+                return self._one_file(plan, cache, offline, force, progress)
             unverified = None if force else self._cached(plan, cache, offline)
             if unverified is not None and (offline or plan.details.get("cache_hit")):
                 return unverified, None
@@ -350,9 +351,10 @@ class HuggingFaceHub(ModelHub):
         )
 
     def _one_file(
-        self, plan: Plan, cache: Path, offline: bool, force: bool
+        self, plan: Plan, cache: Path, offline: bool, force: bool, progress: bool | None
     ) -> tuple[Path, Watch | None]:
-        """``hf_hub_download`` of a file reference (from the cache when it is there)."""
+        """``hf_hub_download`` of a file reference (from the cache when it is there), a large
+        LFS file by modelhub's engine (:func:`.hf_engine.fetch_one`)."""
         import huggingface_hub
         from huggingface_hub import errors as hf_errors
 
@@ -372,7 +374,9 @@ class HuggingFaceHub(ModelHub):
                         raise
             if path is None:
                 with Watch() as watch:
-                    path = huggingface_hub.hf_hub_download(**args, force_download=force)
+                    path = fetch_one(args, force, progress, watch)
+        except ModelhubError:
+            raise  # modelhub's engine's (hf_engine): typed already
         except hf_errors.RemoteEntryNotFoundError:
             raise ModelNotFoundError(
                 f"{ref}: no file {ref.entry!r} in {ref.name} at {plan.details['branch']} on "

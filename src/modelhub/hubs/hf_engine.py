@@ -10,6 +10,17 @@ then finds each of them in place (``hf_hub_download`` of a commit whose snapshot
 returns it without a request) and downloads the rest itself. Metadata stays the SDK's: the
 commit (``repo_info``), the tree listing (``HfApi.list_repo_tree``), auth, gated errors.
 
+A file reference (:func:`fetch_one`) is ``hf_hub_download``'s, which asks the file's metadata
+first (``HEAD /resolve/<rev>/<path>``: ``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size``).
+While it runs, a response hook on the SDK's shared client (httpx's ``event_hooks``, as in
+:mod:`.hf_stream`) reads that answer in the calling thread; when it names an LFS file (a sha256
+etag) of at least :data:`ENGINE_MIN_BYTES` and a commit, the hook stops the call before the
+SDK's ``GET``, the engine fetches the file into the cache, ``refs/<rev>`` is written, and
+``hf_hub_download(revision=<commit>, local_files_only=True)`` returns its path with no request.
+A large file costs the SDK's one ``HEAD``, then the engine's requests; any other file, and every
+failure of the ``HEAD`` (its retries, its fall-back to the cache, its errors), stays the SDK's
+alone, request for request. A large file the engine declines goes back to the SDK.
+
 What is written, as the SDK writes it for a download of ``cache_dir``:
 
 - ``trees/<commit>.json``: the tree listing in the SDK's documented format (format 1: size,
@@ -42,6 +53,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +63,7 @@ from urllib.parse import quote
 
 from ..config import settings
 from ..errors import IntegrityError, ModelhubError, NetworkError
-from .hf_sdk import cached_listing, is_sha256, repo_cache_dir
+from .hf_sdk import cached_listing, is_commit, is_sha256, repo_cache_dir, write_ref
 from .hf_stream import Watch
 
 # LFS files from this size up go through the engine; smaller ones are not worth a second
@@ -148,6 +160,80 @@ def prefetch(
     return writer.fetch_all(large_files(files, names))
 
 
+def fetch_one(
+    args: Mapping[str, Any], force: bool, progress: bool | None, watch: Watch | None
+) -> str:
+    """``hf_hub_download(**args, force_download=force)`` (``args``: repo_id, filename,
+    revision, cache_dir, endpoint, token), but a large LFS file that its ``HEAD`` names is
+    fetched by the engine; the file's path in the snapshot. Raises what the SDK raises, and
+    IntegrityError / NetworkError of the engine."""
+    import huggingface_hub
+    from huggingface_hub import get_token
+
+    _hook_session()
+    _asking.filename = args["filename"]
+    try:
+        return str(huggingface_hub.hf_hub_download(**args, force_download=force))
+    except _Large as large:
+        item, commit = large.item, large.commit
+    finally:
+        _asking.filename = None
+    repo_id, cache = args["repo_id"], Path(args["cache_dir"])
+    token = args.get("token") or get_token() or None
+    show = settings().progress(progress)
+    writer = CacheWriter(
+        repo_id, commit, args["endpoint"], cache, token, force=force, progress=show, watch=watch
+    )
+    if not writer.fetch_all([item]):  # declined: the SDK's to fetch and to explain
+        return str(huggingface_hub.hf_hub_download(**args, force_download=force))
+    write_ref(repo_id, args.get("revision") or "main", commit, cache)
+    local = {**args, "revision": commit}
+    return str(huggingface_hub.hf_hub_download(**local, local_files_only=True))
+
+
+# The file reference each thread's ``hf_hub_download`` (in :func:`fetch_one`) is asking for.
+_asking = threading.local()
+
+
+class _Large(Exception):
+    """Raised out of ``hf_hub_download`` by :func:`_on_head`: its ``HEAD`` named a large LFS
+    file, for the engine (not a subclass of anything the SDK catches)."""
+
+    def __init__(self, item: LargeFile, commit: str) -> None:
+        super().__init__(item.path)
+        self.item, self.commit = item, commit
+
+
+def _on_head(response: Any) -> None:
+    """httpx response hook: in a thread inside :func:`fetch_one`'s ``hf_hub_download``, a
+    ``HEAD`` answered with a commit, a sha256 etag and a size from :data:`ENGINE_MIN_BYTES`
+    up (read as ``get_hf_file_metadata`` reads them) raises :class:`_Large`."""
+    filename = getattr(_asking, "filename", None)
+    if filename is None or response.request.method != "HEAD" or response.status_code >= 400:
+        return
+    headers = response.headers
+    commit = headers.get("x-repo-commit", "")
+    etag = headers.get("x-linked-etag") or headers.get("etag") or ""
+    etag = etag.removeprefix("W/").strip('"')
+    size = headers.get("x-linked-size") or (
+        "" if response.is_redirect else headers.get("content-length", "")
+    )
+    big = size.isdigit() and int(size) >= ENGINE_MIN_BYTES
+    if big and is_commit(commit) and is_sha256(etag):
+        _asking.filename = None  # once
+        raise _Large(LargeFile(filename, etag, int(size)), commit)
+
+
+def _hook_session() -> None:
+    """Add :func:`_on_head` to the SDK's current shared client, unless it is there already."""
+    from huggingface_hub import get_session
+
+    session = get_session()
+    if _on_head not in session.event_hooks["response"]:
+        hooks = session.event_hooks
+        session.event_hooks = {**hooks, "response": [*hooks["response"], _on_head]}
+
+
 def large_files(files: Mapping[str, Any], names: list[str]) -> list[LargeFile]:
     """The files of ``names`` the engine fetches: LFS files with a sha256, of at least
     :data:`ENGINE_MIN_BYTES`."""
@@ -157,8 +243,9 @@ def large_files(files: Mapping[str, Any], names: list[str]) -> list[LargeFile]:
         if not isinstance(info, dict):
             continue
         sha, size = info.get("lfs_sha256"), info.get("lfs_size")
-        big = isinstance(size, int) and size >= ENGINE_MIN_BYTES
-        if big and isinstance(sha, str) and is_sha256(sha):
+        if not (isinstance(size, int) and size >= ENGINE_MIN_BYTES):
+            continue
+        if isinstance(sha, str) and is_sha256(sha):
             found.append(LargeFile(name, sha, size))
     return found
 
@@ -223,7 +310,7 @@ class CacheWriter:
 
     def fetch(self, item: LargeFile) -> None:
         """Put ``item`` in the cache: the blob (downloaded unless present) and its pointer."""
-        from huggingface_hub.utils import WeakFileLock
+        from huggingface_hub.utils import WeakFileLock  # type: ignore[attr-defined]
 
         from .. import transfer
 

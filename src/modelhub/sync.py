@@ -446,10 +446,10 @@ def check(
     from .outdated import Recorded, check_many
 
     lock_file = lock_path_for(Path(path), lock)
-    lock = read_lock(lock_file)
-    if lock is None:
+    entries = read_lock(lock_file)
+    if entries is None:
         raise NotFoundError(f"no lock at {lock_file}; run `modelhub sync` first")
-    records = [Recorded.from_lock(lock[ref]) for ref in sorted(lock)]
+    records = [Recorded.from_lock(entries[ref]) for ref in sorted(entries)]
     return check_many(records, store if store is not None else Store(), jobs=jobs)
 
 

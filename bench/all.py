@@ -213,6 +213,43 @@ def read_hf(doc: dict[str, Any]) -> list[Row]:
     return out
 
 
+def read_links(doc: dict[str, Any]) -> list[Row]:
+    out = []
+    part = doc.get("file") or {}
+    res = part.get("results", {})
+    rows = {k: _series(v) for k, v in res.items()}
+    out += list(rows.values())
+    mh = rows.get("modelhub")
+    if mh is not None:
+        for key, goal, speed in (("curl", "≥ 4.00×", True), ("aria2c", "≤ 1.10×", False)):
+            if key in rows:
+                label = f"{rows[key].figure} / modelhub" if speed else f"modelhub / {key}"
+                ratio_row = Row(label, median=mh.median)
+                out.append(_ratio(ratio_row, rows[key], rows[key].figure, goal, invert=speed))
+        if "hf" in rows:
+            ratio_row = Row(f"{rows['hf'].figure} / modelhub", median=mh.median)
+            out.append(_ratio(ratio_row, rows["hf"], rows["hf"].figure, invert=True))
+        rss = res.get("modelhub", {}).get("peak_rss_mib")
+        if rss is not None:
+            out.append(Row("modelhub peak RSS (file)", median=rss, unit="MiB"))
+    repo = doc.get("repo") or {}
+    reps = {k: _series(v) for k, v in repo.get("results", {}).items()}
+    out += list(reps.values())
+    if "modelhub" in reps and "sdk" in reps:
+        ratio_row = Row("snapshot_download / modelhub pull hf:", median=reps["modelhub"].median)
+        out.append(_ratio(ratio_row, reps["sdk"], reps["sdk"].figure, "≥ 2.00×", invert=True))
+    kill = repo.get("kill")
+    if isinstance(kill, dict):
+        out.append(
+            Row(
+                f"kill -9 at {kill['killed_at']:.0%} + re-run: bytes over the repo's",
+                ratio=kill["bytes_ratio"],
+                goal="< 1.30×",
+            )
+        )
+    return out
+
+
 def read_sync(doc: dict[str, Any]) -> list[Row]:
     out = []
     for result in doc.get("results", []):
@@ -371,6 +408,14 @@ KNOWN: dict[str, Bench] = {
         read_sync_heavy,
         "`modelhub sync` of real-size ONNX models: heavy staging in workers vs threads",
     ),
+    "links.py": Bench(
+        "links.py",
+        ["--runs", "3"],
+        ["--size-mib", "128", "--repo-mib", "128", "--runs", "3"],
+        read_links,
+        "A capped link (25 MiB/s a connection, 40 ms RTT): modelhub vs curl, aria2c, "
+        "huggingface_hub; an hf: repo vs snapshot_download; kill -9 and resume (issue 20)",
+    ),
     "remote.py": Bench(
         "remote.py",
         ["--size-mib", "1024", "--runs", "5"],
@@ -524,16 +569,17 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def verdict(row: Row) -> str:
-    """``row``'s goal with "met" / "NOT met" when it states one (``≤ 0.70×``, ``≥ 5.00×``)."""
+    """``row``'s goal with "met" / "NOT met" when it states one (``≤ 0.70×``, ``< 1.30×``)."""
     goal = row.goal
     parts = goal.split()
-    if row.ratio is None or len(parts) < 2 or parts[0] not in ("≤", "≥"):
+    if row.ratio is None or len(parts) < 2 or parts[0] not in ("≤", "≥", "<", ">"):
         return goal
     try:
         bound = float(parts[1].rstrip("×"))
     except ValueError:
         return goal
-    met = row.ratio <= bound if parts[0] == "≤" else row.ratio >= bound
+    r = row.ratio
+    met = {"≤": r <= bound, "≥": r >= bound, "<": r < bound, ">": r > bound}[parts[0]]
     return f"{goal}: {'met' if met else '**NOT met**'}"
 
 

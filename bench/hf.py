@@ -109,7 +109,8 @@ def make_repo(size_mib: int, files: int) -> tuple[Path, dict[str, str]]:
     return folder, hashes
 
 
-def _tree(folder: Path) -> dict[str, int]:
+def tree_sizes(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (its path relative to it) and its size."""
     return {
         p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()
     }
@@ -176,7 +177,7 @@ def bench_download(
             os.sync()  # the previous run's dirty pages are not this run's cost
             run, cpu_seconds = run_with_cpu(cmd, env)
             run.check(s.label)
-            got = _tree(_last_line(run, s.label))
+            got = tree_sizes(_last_line(run, s.label))
             if got != sizes:
                 raise BenchError(f"{s.label} produced {got}, expected {sizes}")
             if name == "modelhub" and round_no == 1:
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size-mib, --files, --runs and --hit-runs must be ≥ 1")
 
     src, hashes = make_repo(args.size_mib, args.files)
-    sizes = _tree(src)
+    sizes = tree_sizes(src)
     total = sum(sizes.values())
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # Same filesystem as the data (links and renames stay local); removed at the end.

@@ -354,6 +354,15 @@ def mirror_serving(root: Path, log_file: Path | None = None) -> Iterator[str]:
         yield url
 
 
+def store_rel(ref: str, filename: str) -> str:
+    """Where ``modelhub pull REF`` puts ``filename``, relative to the store (the store layout
+    of ARCHITECTURE.md, e.g. a ``url:`` file under its host and path)."""
+    from modelhub.refs import parse
+    from modelhub.store import layout
+
+    return layout.file_path(parse(ref), filename)
+
+
 # --------------------------------------------------------------------------- nginx
 
 

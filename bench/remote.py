@@ -10,7 +10,7 @@ seed store is served by ``modelhub serve``.
 Contenders, each a whole process writing into a fresh folder on the same filesystem:
 
     modelhub pull (remote)   MODELHUB_REMOTE=s3://…: manifest GET, object GET, sha256 inline
-    modelhub pull (mirror)   url:<mirror>/torch/models/big-….pth --sha256 HEX, no remote
+    modelhub pull (mirror)   url:<mirror>/omnihub/<store path> --sha256 HEX, no remote
     boto3 get_object         one GET streamed to a file in 1 MiB chunks, no hash ("aws s3 cp"-class)
     boto3 + sha256           the same with hashlib.sha256 inline (what verification costs)
     s3fs get_file            s3fs.S3FileSystem().get_file(..., max_concurrency=1): one GET, no hash
@@ -58,6 +58,7 @@ from common import (
     run_main,
     run_process,
     server_process,
+    store_rel,
     table,
     warm_page_cache,
 )
@@ -140,7 +141,7 @@ def seed_store(src: Path, sha: str) -> tuple[Path, str, str]:
     filename = f"big-{sha[:8]}.pth"
     ref = f"url:https://download.pytorch.org/models/{filename}"
     root = src.parent / f"remote-seed-{src.stem}"
-    rel = f"pytorch/{filename}"
+    rel = store_rel(ref, filename)
     env = {"MODELHUB_PATH": str(root), "MODELHUB_QUIET": "1"}
     found = run_process([*modelhub_command(), "path", ref], env=env, exact_rss=False)
     path = Path(found.stdout.strip())
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             env={"MODELHUB_PATH": str(root), "MODELHUB_REMOTE": remote_url, **aws},
         ).check("modelhub push")
         log(f"push: {pushed.seconds:.1f} s ({size / MIB / pushed.seconds:.0f} MiB/s upload)")
-        mirror_ref = f"url:{mirror}/torch/models/{Path(rel).name}"
+        mirror_ref = f"url:{mirror}/omnihub/{rel}"  # the store as the mirror serves it
 
         def contender(name: str, out_dir: Path) -> tuple[list[str], dict[str, str], Path]:
             store = {"MODELHUB_PATH": str(out_dir / "store"), "MODELHUB_QUIET": "1"}
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd, {**store, "MODELHUB_REMOTE": remote_url}, out_dir / "store" / rel
             if name == "mirror":
                 cmd = [*modelhub_command(), "pull", mirror_ref, "--sha256", sha]
-                return cmd, store, out_dir / "store" / rel
+                return cmd, store, out_dir / "store" / store_rel(mirror_ref, Path(rel).name)
             out = out_dir / "out.bin"
             if name in ("boto3", "boto3-sha"):
                 hashed = "1" if name == "boto3-sha" else "0"

@@ -91,7 +91,7 @@ def build_seed(root: Path, work: Path) -> list[tuple[str, str | None]]:
 
     from modelhub.importer import import_path
     from modelhub.refs import parse
-    from modelhub.store import Store
+    from modelhub.store import Store, layout
 
     seed = Store(root)
 
@@ -115,8 +115,10 @@ def build_seed(root: Path, work: Path) -> list[tuple[str, str | None]]:
     for i in range(3):
         weights = work / f"bench-w{i}.tflite"
         weights.write_bytes(os.urandom(200_000))
-        put(weights, f"url:http://seed.invalid/bench-w{i}.tflite")
-        models.append((f"url:MIRROR/omnihub/tensorflow/bench-w{i}.tflite", None))
+        seed_ref = f"url:http://seed.invalid/bench-w{i}.tflite"
+        put(weights, seed_ref)
+        rel = layout.file_path(parse(seed_ref), weights.name)  # the mirror serves the store
+        models.append((f"url:MIRROR/omnihub/{rel}", None))
     return models
 
 

@@ -453,18 +453,23 @@ def test_a_rewrite_that_changes_the_numbers_keeps_the_file_as_exported(tmp_path:
 
     from modelhub.staging.onnx_dl4j import rewrite_if_parity_holds
 
-    path = tmp_path / "ln.onnx"
-    onnx.save(_layer_norm_model(17, -1, True), str(path))
-    before = path.read_bytes()
+    source = tmp_path / "exported.onnx"
+    onnx.save(_layer_norm_model(17, -1, True), str(source))
+    exported = source.read_bytes()  # what the exporter handed over, in memory
     x = np.random.default_rng(2).standard_normal((2, 4, 6)).astype(np.float32) * 50
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     reference = session.run(None, {"x": x})
+    source.unlink()
+    path = tmp_path / "ln.onnx"
     # The decomposition rounds differently from the fused op: a tolerance of 0 refuses it.
-    details, parity = rewrite_if_parity_holds(path, [{"x": x}], [reference], ["y"], tolerance=0.0)
-    assert parity is None and path.read_bytes() == before
+    details, parity = rewrite_if_parity_holds(
+        path, exported, [{"x": x}], [reference], ["y"], tolerance=0.0
+    )
+    assert parity is None and path.read_bytes() == exported
     assert details["dl4j_error"].startswith("kept as exported: the DL4J rewrite changes")
     assert "not published" not in details["dl4j_error"]
-    details, parity = rewrite_if_parity_holds(path, [{"x": x}], [reference], ["y"])
+    path.unlink()
+    details, parity = rewrite_if_parity_holds(path, exported, [{"x": x}], [reference], ["y"])
     assert details == {"dl4j_ready": True, "rewrites": ["layernorm", "names"]}
-    assert parity is not None and parity["max_abs_diff"] <= 1e-4 and path.read_bytes() != before
+    assert parity is not None and parity["max_abs_diff"] <= 1e-4 and path.read_bytes() != exported
     assert list(tmp_path.iterdir()) == [path]

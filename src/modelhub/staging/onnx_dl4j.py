@@ -85,13 +85,35 @@ def is_dl4j_ready(entry: StagedEntry) -> bool:
 
 
 # --- the rewrite ------------------------------------------------------------------------------
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers are graph inputs of their type and shape: what
+    shape inference and the checker read of them, without their bytes (a resnet's 45 MB are
+    not serialized into onnx's C++ and back for either)."""
+    import onnx
+
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, lg = model.graph, light.graph
+    lg.name = g.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(lg, field).extend(getattr(g, field))
+    bound = {vi.name for vi in g.input}
+    for t in g.initializer:
+        if t.name not in bound:
+            lg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    return light
+
+
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Known tensor ranks, from ONNX shape inference (empty where it cannot tell)."""
     import onnx
 
     ranks: dict[str, int] = {}
+    light = _weightless(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(light)
     except Exception:  # a model shape inference cannot read: no rank-based rewrites
         return ranks
     g = inferred.graph
@@ -114,11 +136,11 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def rewrite(
-    model: onnx.ModelProto, steps: Iterable[str] = STEPS
+    model: onnx.ModelProto, steps: Iterable[str] = STEPS, *, in_place: bool = False
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """A rewritten copy of ``model`` (the input is not modified) and how many places each of
-    ``steps`` changed. Raises ValueError for an unknown step, onnx's checker errors for a
-    result it refuses."""
+    """A rewritten copy of ``model`` (the input is not modified; with ``in_place``, ``model``
+    itself, not copied) and how many places each of ``steps`` changed. Raises ValueError for
+    an unknown step, onnx's checker errors for a result it refuses."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -128,8 +150,9 @@ def rewrite(
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)} (known: {', '.join(STEPS)})")
     counts = dict.fromkeys(STEPS, 0)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = model if in_place else onnx.ModelProto()
+    if not in_place:
+        m.CopyFrom(model)
     g = m.graph
     graph_io = {v.name for v in g.input} | {v.name for v in g.output}
     taken = (
@@ -242,7 +265,8 @@ def rewrite(
     if "names" in chosen:
         counts["names"] = _rename(g, graph_io, initializers)
 
-    onnx.checker.check_model(m)
+    onnx.checker.check_model(_weightless(m))  # the graph the rewrite made (onnxruntime
+    # loads the whole file after it: the weights are the exporter's, untouched)
     return m, counts
 
 
@@ -374,6 +398,7 @@ def make_dl4j_compatible(model: onnx.ModelProto, steps: Iterable[str] = STEPS) -
 # --- staging ----------------------------------------------------------------------------------
 def rewrite_if_parity_holds(
     path: Path,
+    exported: bytes | memoryview,
     feeds: Sequence[Mapping[str, Any]],
     references: Sequence[Sequence[Any]],
     outputs: Sequence[str],
@@ -381,28 +406,32 @@ def rewrite_if_parity_holds(
     tolerance: float = DEFAULT_TOLERANCE,
     what: str = "model",
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The DL4J rewrite as a staging's default: replace the ONNX file at ``path`` (just
-    exported, not yet published) by its rewrite when the rewritten graph matches the source's
-    ``references`` on every one of ``feeds`` (onnxruntime) within ``tolerance``.
+    """The DL4J rewrite as a staging's default: write the ONNX file ``path`` (not there yet)
+    from the exporter's ``exported`` bytes, as their rewrite when the rewritten graph matches
+    the source's ``references`` on every one of ``feeds`` (onnxruntime) within ``tolerance``,
+    else as exported. The model is parsed from memory and the file written once.
 
     Returns the details to record and the worst parity record of the rewritten file:
-    ``({"dl4j_ready": True, "rewrites": [...]}, parity)`` when it replaced the file,
-    ``({"dl4j_error": why}, None)`` when the file was kept as exported (a rewrite that fails or
-    changes the numbers; ``--for dl4j`` then does not try again).
+    ``({"dl4j_ready": True, "rewrites": [...]}, parity)`` when it wrote the rewrite,
+    ``({"dl4j_error": why}, None)`` when it wrote the file as exported (a rewrite that fails or
+    changes the numbers; ``--for dl4j`` then does not try again): its check is the caller's.
     """
     import onnx
 
     from ..errors import ParityError
     from .onnx_check import check_session
 
-    tmp = path.with_name(f"{path.name}.{os.urandom(4).hex()}.dl4j")
+    tmp = path.with_name(f"{path.name}.{os.urandom(4).hex()}.tmp")
+    details: dict[str, Any] = {}
+    worst: dict[str, Any] | None = None
     try:
         try:
-            model, counts = rewrite(onnx.load(str(path)))
+            model = onnx.ModelProto()
+            model.ParseFromString(exported)  # a buffer: parsed where it is, not copied
+            model, counts = rewrite(model, in_place=True)
             onnx.save(model, str(tmp))
             del model
-            session = check_session(tmp)
-            worst: dict[str, Any] | None = None
+            session = check_session(tmp, weights_in_place=True)  # written just now
             for feed, reference in zip(feeds, references, strict=True):
                 actual = session.run(list(outputs), dict(feed))
                 record = compare(
@@ -415,17 +444,20 @@ def rewrite_if_parity_holds(
                 if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
                     worst = record
             del session
+            details = {READY_KEY: True, "rewrites": [step for step in STEPS if counts[step]]}
         except ParityError as exc:
             why = str(exc).replace("; the staged file was not published", "")
-            kept = f"kept as exported: the DL4J rewrite changes the numbers: {why}"
-            return {ERROR_KEY: kept}, None
+            details = {ERROR_KEY: f"kept as exported: the DL4J rewrite changes the numbers: {why}"}
         except Exception as exc:  # the rewrite or onnxruntime refusing the result: its words
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return {ERROR_KEY: f"kept as exported: the DL4J rewrite failed: {first}"}, None
+            details = {ERROR_KEY: f"kept as exported: the DL4J rewrite failed: {first}"}
+        if ERROR_KEY in details:
+            worst = None
+            tmp.write_bytes(exported)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return {READY_KEY: True, "rewrites": [step for step in STEPS if counts[step]]}, worst
+    return details, worst
 
 
 def read_fixture(store: Store, entry: StagedEntry) -> tuple[list[Any], list[Any]]:

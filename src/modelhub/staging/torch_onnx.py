@@ -13,6 +13,7 @@ every one of them as a named output (:func:`flat_outputs`), each parity-checked.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import warnings
@@ -24,6 +25,7 @@ from typing import Any
 from .._frameworks import settle, torch_import_guard
 from ..errors import StagingError
 from .onnx_check import check_session, read_opset
+from .onnx_wire import opset_in
 from .parity import DEFAULT_TOLERANCE, compare
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -137,12 +139,16 @@ def export_module(
     names = list(inputs)
     args = tuple(inputs[n] for n in names)
     large = _param_bytes(module) > TWO_GB
+    # For the DL4J rewrite the export stays in memory: the file is written once, rewritten
+    # or not (rewrite_if_parity_holds).
+    in_memory = dl4j and not large
+    sink: Any = io.BytesIO() if in_memory else str(target)
     try:
         with quiet_stdout(), torch.no_grad():
             torch.onnx.export(
                 module,
                 args,
-                str(target),
+                sink,
                 input_names=names,
                 output_names=list(output_names),
                 dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
@@ -156,13 +162,16 @@ def export_module(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StagingError(f"{what}: torch.onnx.export failed: {first}") from None
     try:
-        got = read_opset(target)
+        exported = sink.getbuffer() if in_memory else memoryview(b"")
+        try:
+            got = opset_in(exported) if in_memory else read_opset(target)
+        except ValueError as exc:  # onnx_wire's WireError
+            raise StagingError(
+                f"{what}: the exporter wrote no readable ONNX model: {exc}"
+            ) from None
         if got != opset:
             raise StagingError(f"{what}: asked for opset {opset}, the exporter wrote {got}")
-        worst: dict[str, Any] | None = None
-        fixture: tuple[list[Any], list[Any]] = ([], [])
         checked: list[tuple[dict[str, Any], list[Any]]] = []
-        session = None
         for i, feed in enumerate(feeds):
             if expected is not None:
                 reference_out = expected[i]
@@ -170,32 +179,35 @@ def export_module(
                 with torch.inference_mode():
                     reference_out = module(*(feed[n] for n in names))
             reference = [t.detach().cpu().numpy() for _, t in flat_outputs(reference_out)]
-            if session is None:  # after the first reference: its threads would compete
-                session = check_session(target, weights_in_place=True)
             onnx_feed = {n: np.asarray(feed[n].detach().cpu().numpy()) for n in names}
-            actual = session.run(list(output_names), onnx_feed)
-            if i == 0:
-                fixture = ([onnx_feed[n] for n in names], reference)
             checked.append((onnx_feed, reference))
-            record = compare(
-                reference, actual, what=what, tolerance=tolerance, names=list(output_names)
-            )
-            if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
-                worst = record
-        del session
+        fixture = ([checked[0][0][n] for n in names], checked[0][1])
+        # The DL4J rewrite first: when it matches the source's outputs, it is the file, and
+        # its check is the parity record (the export itself is not run a second time).
         rewrite: dict[str, Any] = {}
-        if dl4j and not large:
+        worst: dict[str, Any] | None = None
+        if in_memory:
             from .onnx_dl4j import rewrite_if_parity_holds
 
-            rewrite, rewritten = rewrite_if_parity_holds(
+            rewrite, worst = rewrite_if_parity_holds(
                 target,
+                exported,
                 [feed for feed, _ in checked],
                 [reference for _, reference in checked],
                 output_names,
                 tolerance=tolerance,
                 what=what,
             )
-            worst = rewritten or worst
+        if worst is None:  # kept as exported (or not tried): the export's own check
+            session = check_session(target, weights_in_place=True)
+            for onnx_feed, reference in checked:
+                actual = session.run(list(output_names), onnx_feed)
+                record = compare(
+                    reference, actual, what=what, tolerance=tolerance, names=list(output_names)
+                )
+                if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
+                    worst = record
+            del session
     except Exception:
         target.unlink(missing_ok=True)
         raise

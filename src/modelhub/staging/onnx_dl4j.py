@@ -406,10 +406,10 @@ def rewrite_if_parity_holds(
     tolerance: float = DEFAULT_TOLERANCE,
     what: str = "model",
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The DL4J rewrite as a staging's default: write the ONNX file ``path`` (not there yet)
-    from the exporter's ``exported`` bytes, as their rewrite when the rewritten graph matches
-    the source's ``references`` on every one of ``feeds`` (onnxruntime) within ``tolerance``,
-    else as exported. The model is parsed from memory and the file written once.
+    """The DL4J rewrite as a staging's default: write the ONNX file ``path`` (a scratch path
+    the caller publishes or removes) from the exporter's ``exported`` bytes, as their rewrite
+    when the rewritten graph matches the source's ``references`` on every one of ``feeds``
+    (onnxruntime) within ``tolerance``, else as exported. The model is parsed from memory.
 
     Returns the details to record and the worst parity record of the rewritten file:
     ``({"dl4j_ready": True, "rewrites": [...]}, parity)`` when it wrote the rewrite,
@@ -421,42 +421,37 @@ def rewrite_if_parity_holds(
     from ..errors import ParityError
     from .onnx_check import check_session
 
-    tmp = path.with_name(f"{path.name}.{os.urandom(4).hex()}.tmp")
     details: dict[str, Any] = {}
     worst: dict[str, Any] | None = None
     try:
-        try:
-            model = onnx.ModelProto()
-            model.ParseFromString(exported)  # a buffer: parsed where it is, not copied
-            model, counts = rewrite(model, in_place=True)
-            onnx.save(model, str(tmp))
-            del model
-            session = check_session(tmp, weights_in_place=True)  # written just now
-            for feed, reference in zip(feeds, references, strict=True):
-                actual = session.run(list(outputs), dict(feed))
-                record = compare(
-                    reference,
-                    actual,
-                    what=f"{what} (rewritten for DL4J)",
-                    tolerance=tolerance,
-                    names=list(outputs),
-                )
-                if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
-                    worst = record
-            del session
-            details = {READY_KEY: True, "rewrites": [step for step in STEPS if counts[step]]}
-        except ParityError as exc:
-            why = str(exc).replace("; the staged file was not published", "")
-            details = {ERROR_KEY: f"kept as exported: the DL4J rewrite changes the numbers: {why}"}
-        except Exception as exc:  # the rewrite or onnxruntime refusing the result: its words
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            details = {ERROR_KEY: f"kept as exported: the DL4J rewrite failed: {first}"}
-        if ERROR_KEY in details:
-            worst = None
-            tmp.write_bytes(exported)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        model = onnx.ModelProto()
+        model.ParseFromString(exported)  # a buffer: parsed where it is, not copied
+        model, counts = rewrite(model, in_place=True)
+        onnx.save(model, str(path))  # a scratch path: published by the caller once checked
+        del model
+        session = check_session(path, weights_in_place=True)  # written just now
+        for feed, reference in zip(feeds, references, strict=True):
+            actual = session.run(list(outputs), dict(feed))
+            record = compare(
+                reference,
+                actual,
+                what=f"{what} (rewritten for DL4J)",
+                tolerance=tolerance,
+                names=list(outputs),
+            )
+            if worst is None or record["max_abs_diff"] > worst["max_abs_diff"]:
+                worst = record
+        del session
+        details = {READY_KEY: True, "rewrites": [step for step in STEPS if counts[step]]}
+    except ParityError as exc:
+        why = str(exc).replace("; the staged file was not published", "")
+        details = {ERROR_KEY: f"kept as exported: the DL4J rewrite changes the numbers: {why}"}
+    except Exception as exc:  # the rewrite or onnxruntime refusing the result: its words
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        details = {ERROR_KEY: f"kept as exported: the DL4J rewrite failed: {first}"}
+    if ERROR_KEY in details:
+        worst = None
+        path.write_bytes(exported)
     return details, worst
 
 

@@ -83,7 +83,16 @@ from .hf_sdk import (
     warm_sdk,
     write_ref,
 )
-from .hf_select import RULE_ALL, RULE_FROM_PRETRAINED, RULE_INCLUDE, escape, select, summary
+from .hf_select import (
+    RULE_ALL,
+    RULE_FROM_PRETRAINED,
+    RULE_INCLUDE,
+    Pick,
+    base_folder,
+    escape,
+    selection_rule,
+    summary,
+)
 from .hf_stream import Watch
 
 PARALLEL_VERIFY_MIN = 64 * 2**20  # bytes of blobs from which they are verified in threads
@@ -102,42 +111,6 @@ def _download_in_helper(
 def _is_file(ref: ModelRef) -> bool:
     """Whether ``ref`` names one file of its repo (``hf:ORG/NAME:PATH``)."""
     return ref.entry is not None and not ref.entry.endswith("/")
-
-
-def _base(ref: ModelRef) -> str:
-    """The model's folder in the repo: ``""`` (the repo), or a folder reference's ``PATH/``."""
-    return ref.entry if ref.entry is not None and ref.entry.endswith("/") else ""
-
-
-def _selection_rule(details: Mapping[str, Any]) -> str:
-    """The rule a manifest's files were selected by (manifests from before selections: all)."""
-    selection = details.get("selection")
-    rule = selection.get("rule") if isinstance(selection, dict) else None
-    return rule if isinstance(rule, str) else RULE_ALL
-
-
-class _Pick:
-    """The files a pull of ``plan`` takes out of a repo's file list ``names``, and the patterns
-    that make ``snapshot_download`` fetch exactly those (``allow``, ``ignore``: the caller's own
-    patterns when the selection skips nothing, so that the SDK is asked as its users ask it)."""
-
-    def __init__(self, plan: Plan, names: list[str]) -> None:
-        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
-
-        details = plan.details
-        include, exclude = details["include"] or None, details["exclude"] or None
-        base = _base(plan.ref)
-        scope = [n for n in names if n.startswith(base)]
-        matched = list(filter_repo_objects(scope, allow_patterns=include, ignore_patterns=exclude))
-        self.rule: str = details["rule"]
-        self.kept, self.skipped = select(matched, base=base, rule=self.rule)
-        self.empty_folder = bool(base) and not scope
-        self.allow: list[str] | None = [base] if base else include
-        offered = set(
-            filter_repo_objects(names, allow_patterns=self.allow, ignore_patterns=exclude)
-        )
-        extra = [escape(n) for n in sorted(offered - set(self.kept))]
-        self.ignore: list[str] | None = [*(exclude or []), *extra] or None
 
 
 class HuggingFaceHub(ModelHub):
@@ -161,7 +134,7 @@ class HuggingFaceHub(ModelHub):
         from .hf_preview import preview
 
         plan = self.resolve(ref, offline=offline, options=options)
-        return preview(plan, self.hub_url, lambda names: _Pick(plan, names).kept, offline)
+        return preview(plan, self.hub_url, lambda names: Pick(plan, names).kept, offline)
 
     def resolve(
         self,
@@ -217,7 +190,7 @@ class HuggingFaceHub(ModelHub):
         selection = details.get("selection")
         if (
             options.get("all_files")
-            and _selection_rule(details) != RULE_ALL
+            and selection_rule(details) != RULE_ALL
             and isinstance(selection, dict)
             and selection.get("skipped")
         ):
@@ -265,10 +238,10 @@ class HuggingFaceHub(ModelHub):
         ref, branch = plan.ref, plan.details["branch"]
         commit = cached_commit(ref.name, branch, cache)
         listing = cached_listing(ref.name, commit, cache) if commit else None
-        allow = [_base(ref)] if _base(ref) else plan.details["include"] or None
+        allow = [base_folder(ref)] if base_folder(ref) else plan.details["include"] or None
         ignore = plan.details["exclude"] or None
         if listing is not None:
-            pick = _Pick(plan, sorted(listing))
+            pick = Pick(plan, sorted(listing))
             allow, ignore = pick.allow, pick.ignore
         try:
             local = huggingface_hub.snapshot_download(
@@ -310,10 +283,10 @@ class HuggingFaceHub(ModelHub):
         plan.details["access"] = "private" if private else "gated" if gated else "public"
         siblings = getattr(info, "siblings", None)
         if siblings is None:  # no file list: the caller's patterns only, select after
-            allow = [_base(ref)] if _base(ref) else plan.details["include"] or None
+            allow = [base_folder(ref)] if base_folder(ref) else plan.details["include"] or None
             ignore = plan.details["exclude"] or None
         else:
-            pick = _Pick(plan, sorted(s.rfilename for s in siblings))
+            pick = Pick(plan, sorted(s.rfilename for s in siblings))
             if pick.empty_folder:
                 raise ModelNotFoundError(
                     f"{ref}: {ref.name} has no folder {ref.entry!r} at {branch} on {self.hub_url}"
@@ -403,7 +376,7 @@ class HuggingFaceHub(ModelHub):
             names = sorted(
                 p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()
             )
-        pick = _Pick(plan, names)
+        pick = Pick(plan, names)
         if pick.empty_folder:
             raise ModelNotFoundError(f"{ref}: the snapshot {snapshot} has no folder {ref.entry!r}")
         plan.details["selection"] = summary(pick.rule, pick.kept, pick.skipped, listing)

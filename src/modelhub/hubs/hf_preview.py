@@ -2,7 +2,7 @@
 
 One ``GET /api/models/{repo}/revision/{rev}?blobs=true`` (``HfApi.model_info(...,
 files_metadata=True)``: every file with its size and LFS sha256), the same selection a pull
-makes (:class:`.hf._Pick`: ``--include``/``--exclude``, what ``from_pretrained`` reads);
+makes (:class:`.hf_select.Pick`: ``--include``/``--exclude``, what ``from_pretrained`` reads);
 offline, the SDK's cached tree listing of the cached commit. Files whose blob the SDK's cache
 already holds are marked cached (a pull links them, downloading nothing).
 """

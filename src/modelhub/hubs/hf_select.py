@@ -16,7 +16,8 @@ safetensors (a ``.bin``-only or GGUF-only repo is fetched whole). ``--all-files`
 keeps everything; so does ``--include`` (the caller chose).
 
 Pure: no I/O; the adapter passes the repo's file list (the Hub's ``siblings`` before a download,
-the cached tree listing after it).
+the cached tree listing after it). :class:`Pick` turns a pull's options and that list into the
+files it keeps and the ``allow``/``ignore`` patterns ``snapshot_download`` is given.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..refs import ModelRef
+    from .base import Plan
 
 #: Weight files of other formats, by name (``fnmatch``, case-sensitive as the Hub's paths).
 OTHER_WEIGHTS = (
@@ -104,3 +109,39 @@ def summary(
 def escape(name: str) -> str:
     """``name`` as an ``fnmatch`` pattern matching only itself (for the SDK's patterns)."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def base_folder(ref: ModelRef) -> str:
+    """The model's folder in the repo: ``""`` (the repo), or a folder reference's ``PATH/``."""
+    return ref.entry if ref.entry is not None and ref.entry.endswith("/") else ""
+
+
+def selection_rule(details: Mapping[str, Any]) -> str:
+    """The rule a manifest's files were selected by (manifests from before selections: all)."""
+    selection = details.get("selection")
+    rule = selection.get("rule") if isinstance(selection, dict) else None
+    return rule if isinstance(rule, str) else RULE_ALL
+
+
+class Pick:
+    """The files a pull of ``plan`` takes out of a repo's file list ``names``, and the patterns
+    that make ``snapshot_download`` fetch exactly those (``allow``, ``ignore``: the caller's own
+    patterns when the selection skips nothing, so that the SDK is asked as its users ask it)."""
+
+    def __init__(self, plan: Plan, names: list[str]) -> None:
+        from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+        details = plan.details
+        include, exclude = details["include"] or None, details["exclude"] or None
+        base = base_folder(plan.ref)
+        scope = [n for n in names if n.startswith(base)]
+        matched = list(filter_repo_objects(scope, allow_patterns=include, ignore_patterns=exclude))
+        self.rule: str = details["rule"]
+        self.kept, self.skipped = select(matched, base=base, rule=self.rule)
+        self.empty_folder = bool(base) and not scope
+        self.allow: list[str] | None = [base] if base else include
+        offered = set(
+            filter_repo_objects(names, allow_patterns=self.allow, ignore_patterns=exclude)
+        )
+        extra = [escape(n) for n in sorted(offered - set(self.kept))]
+        self.ignore: list[str] | None = [*(exclude or []), *extra] or None

@@ -6,6 +6,7 @@ writeback otherwise. Used by :mod:`modelhub.transfer` and the shared store's dow
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import mmap
@@ -111,12 +112,14 @@ class Sink:
     set, hears of every range that reached the file.
     """
 
-    def __init__(self, fd: int, path: Path, prefix: int, bar: Any) -> None:
+    def __init__(self, fd: int, path: Path, prefix: int, bar: Any, md5: bool = False) -> None:
         self.fd = fd
         self.path = path
         self.prefix = prefix
         self.size = prefix
         self.hash = hashlib.sha256()
+        self.want_md5 = md5  # also an MD5 of the whole content, beside the sha256
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.bar = bar
         self.error: BaseException | None = None
         self.hash_q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -220,6 +223,10 @@ class Sink:
         os.fsync(self.fd)  # data (also what O_DIRECT wrote: device cache flush) + metadata
         return self.hash.hexdigest(), self.size
 
+    def md5_b64(self) -> str | None:
+        """The base64 MD5 of the content (after :meth:`finish`), when asked for at creation."""
+        return base64.b64encode(self.md5.digest()).decode() if self.md5 is not None else None
+
     def abort(self) -> None:
         """Stop after writing what is queued (the prefix stays usable for a later resume)."""
         self._join(timeout=60)
@@ -243,7 +250,7 @@ class Sink:
                 n = f.readinto(mv[: min(b - a, len(buf))])
                 if not n:
                     raise OSError(f"part file shorter than expected: {self.path}")
-                self.hash.update(mv[:n])
+                self._update(mv[:n])
                 a += n
 
     def _hash_prefix(self) -> None:
@@ -263,7 +270,7 @@ class Sink:
         if msg[0] == "data":
             _, buf, n, _release, _at, _on_disk = msg
             if self.error is None:
-                self.hash.update(memoryview(buf)[:n])
+                self._update(memoryview(buf)[:n])
                 self.size += n
         elif msg[0] == "disk":
             _, a, b, count = msg
@@ -277,7 +284,13 @@ class Sink:
                     self.bar.update(b - a)
         elif msg[0] == "reset":
             self.hash = hashlib.sha256()
+            self.md5 = hashlib.md5(usedforsecurity=False) if self.want_md5 else None
             self.size = 0
+
+    def _update(self, data: memoryview) -> None:
+        self.hash.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
 
     def _write_one(self, msg: tuple[Any, ...]) -> None:
         try:

@@ -69,6 +69,8 @@ class Download:
     #: The base64 MD5 the server declared for the whole content (``x-goog-hash: md5=``, as
     #: Google Cloud Storage sends it, or ``Content-MD5`` on a 200), for the caller to check.
     content_md5: str | None = None
+    #: The base64 MD5 of the bytes (``download_file(md5=True)``), hashed inline with the sha256.
+    md5: str | None = None
 
 
 def fetch(
@@ -137,8 +139,10 @@ def download_file(
     connections: int | None = None,
     method: str = "GET",
     body: bytes | None = None,
+    md5: bool = False,
 ) -> Download:
-    """Download ``url`` into ``part_path`` (plus a resume sidecar), hashing sha256 inline.
+    """Download ``url`` into ``part_path`` (plus a resume sidecar), hashing sha256 inline
+    (and MD5 with ``md5``: ``Download.md5``, to compare with a declared ``content_md5``).
 
     On success ``part_path`` holds the complete, fsynced content and the sidecar
     (``<part>.json``) is gone; the caller renames the part into place. A part + sidecar left by
@@ -172,7 +176,7 @@ def download_file(
     fd = os.open(part_path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         os.ftruncate(fd, max((e for _, e in job.done.copy()), default=prefix))
-        job.sink = Sink(fd, part_path, prefix, bar)
+        job.sink = Sink(fd, part_path, prefix, bar, md5=md5)
         job.sink.on_written = job.written
         try:
             job.transfer()
@@ -216,4 +220,5 @@ def download_file(
         connections=job.used_connections,
         bytes_fetched=job.fetched,
         content_md5=job.content_md5,
+        md5=job.sink.md5_b64(),
     )

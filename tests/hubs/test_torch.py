@@ -14,6 +14,7 @@ tvm = pytest.importorskip("torchvision.models")
 import modelhub  # noqa: E402
 from modelhub.errors import HashMismatchError, IntegrityError, UntrustedCodeError  # noqa: E402
 from modelhub.hubs.torch_hub import TorchHub  # noqa: E402
+from modelhub.importer import import_path  # noqa: E402
 from tests.support.httpserver import HTTPTestServer  # noqa: E402
 from tests.support.torchvision_models import (  # noqa: E402
     EVIL_NAME,
@@ -287,6 +288,36 @@ def test_torchs_downloaded_weights_are_used_with_no_request(
     assert server.requests == []
     assert model.manifest.details["cache_hit"] is True
     assert (store_root / "pytorch" / tiny.filename).read_bytes() == tiny.data
+
+
+def test_imported_weights_are_staged_from_the_store_with_no_network(
+    torch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``import FILE --as torch:NAME`` (a fine-tune, any file name): staging builds the
+    network with torchvision's builder and *these* weights, offline, asking no server and
+    leaving torch's cache alone (it used to let torchvision download its published file)."""
+    import numpy as np
+    import onnxruntime
+
+    register()
+    with HTTPTestServer({}) as server:  # where a download would go: nothing is asked
+        monkeypatch.setenv("MODELHUB_TORCH_URL", server.url)
+        monkeypatch.setenv("MODELHUB_OFFLINE", "1")
+        torch.manual_seed(7)
+        net = tvm.get_model(NAME, weights=None).eval()
+        mine = tmp_path / "my-finetune.pth"
+        torch.save(net.state_dict(), mine)
+        import_path(modelhub.Store(), mine, modelhub.parse(f"torch:{NAME}"))
+        model = modelhub.pull(f"torch:{NAME}")
+        assert server.requests == []
+    assert not (torch_home / "hub" / "checkpoints").exists()
+    staged = model.manifest.staged[0]
+    assert staged.parity["max_abs_diff"] <= 1e-4
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    session = onnxruntime.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert np.allclose(out, net(x).numpy(), atol=1e-5)
 
 
 def test_mirror_serves_torch_weights_and_the_github_stand_in(

@@ -76,3 +76,17 @@ def test_check_records_the_dl4j_import_in_the_manifest(
     stamp = jar.stat().st_mtime_ns
     assert _cli(capsys, "check", "--all", "--importer", "dl4j")[0] == 5
     assert jar.stat().st_mtime_ns == stamp
+    # A fixture changed since staging (other numbers, still a valid .npz) is not trusted: the
+    # file is not sent to DL4J and its check fails, saying how to repair.
+    import numpy as np
+
+    fixture = Path(staged["tiny-mlp-13.dl4j.onnx"]["fixture"]["abspath"])
+    with np.load(fixture) as arrays:
+        changed = {k: arrays[k] + 1 for k in arrays.files}
+    with open(fixture, "wb") as fh:
+        np.savez(fh, **changed)
+    code, out, _ = _cli(capsys, "check", "onnx:tiny-mlp", "--importer", "dl4j", "--json")
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    damaged = results["tiny-mlp-13.dl4j.onnx"]
+    assert code == 5 and damaged["ok"] is False and damaged["max_abs_diff"] is None
+    assert "changed since staging" in damaged["error"] and "verify --repair" in damaged["error"]

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import MissingToolError, StagingError, UsageError
 from ..refs import ModelRef, parse
 from ..store import Manifest, StagedEntry, Store
+from ..store.locking import file_lock
 from ..store.manifest import utc_now
 
 IMPORTER = "dl4j"
@@ -94,6 +95,14 @@ def build(store: Store) -> tuple[Path, str]:
     jar, classpath = home / "target" / JAR, home / "target" / "classpath.txt"
     if jar.is_file() and classpath.is_file():
         return jar, classpath.read_text(encoding="utf-8").strip()
+    home.mkdir(parents=True, exist_ok=True)
+    with file_lock(home / ".build.lock"):  # two checks at once: one builds, one waits
+        if jar.is_file() and classpath.is_file():
+            return jar, classpath.read_text(encoding="utf-8").strip()
+        return _build(mvn, source, home, jar, classpath)
+
+
+def _build(mvn: str, source: Path, home: Path, jar: Path, classpath: Path) -> tuple[Path, str]:
     work = home / "project"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work, ignore=shutil.ignore_patterns("target", "*.iml", ".idea"))
@@ -118,15 +127,21 @@ def build(store: Store) -> tuple[Path, str]:
     return jar, classpath.read_text(encoding="utf-8").strip()
 
 
+def _job_id(ref: str, path: str) -> str:
+    """A job's id: the model and the staged file's path (not its index: the manifest may be
+    staged again between the run and the recording, which happen under separate locks)."""
+    return f"{ref}#{path}"
+
+
 def _jobs(manifest: Manifest) -> list[dict[str, Any]]:
     jobs = []
-    for index, staged in enumerate(manifest.staged):
+    for staged in manifest.staged:
         if staged.format not in FORMATS or not staged.fixture:
             continue
         tolerance = (staged.parity or {}).get("tolerance", 1e-4)
         jobs.append(
             {
-                "id": f"{manifest.ref}#{index}",
+                "id": _job_id(manifest.ref, staged.path),
                 "format": staged.format,
                 "path": staged.path,
                 "fixture": staged.fixture["path"],
@@ -138,14 +153,59 @@ def _jobs(manifest: Manifest) -> list[dict[str, Any]]:
     return jobs
 
 
+def _no_fixture(entry: StagedEntry) -> str:
+    """Why ``entry`` has no parity fixture, and what to do."""
+    reason = entry.details.get("fixture_error")
+    if reason:
+        first = str(reason).strip().splitlines()[0]
+        return (
+            "no parity fixture, DL4J not run: the source failed on the staging's seeded "
+            f"inputs ({first})"
+        )
+    return "no parity fixture (staged before fixtures existed): stage it again (pull --force)"
+
+
+def _damaged_fixtures(
+    store: Store, jobs: list[dict[str, Any]], manifests: Sequence[Manifest]
+) -> dict[str, dict[str, Any]]:
+    """Failed records for the jobs whose fixture no longer has the sha256 its manifest
+    recorded (the numbers would be checked against something else)."""
+    from ..store.files import sha256_file
+
+    want = {
+        _job_id(m.ref, s.path): (s.fixture or {}).get("sha256") for m in manifests for s in m.staged
+    }
+    damaged = {}
+    for job in jobs:
+        path = store.abspath(job["fixture"])
+        try:
+            sha, _ = sha256_file(path)
+        except OSError:
+            sha = None
+        if sha != want.get(job["id"]):
+            damaged[job["id"]] = {
+                "id": job["id"],
+                "ok": False,
+                "stage": "fixture",
+                "max_abs_diff": None,
+                "error": (
+                    f"the parity fixture {job['fixture']} is missing or changed since staging "
+                    "(sha256): modelhub verify --repair"
+                ),
+            }
+    return damaged
+
+
 def run(store: Store, manifests: Sequence[Manifest]) -> tuple[str, list[dict[str, Any]]]:
     """Run the harness over every DL4J-importable staged artifact of ``manifests``; return
     (DL4J version, the harness's result records by job)."""
     java, _ = _tools()
     jar, classpath = build(store)
-    jobs = [job for manifest in manifests for job in _jobs(manifest)]
+    every = [job for manifest in manifests for job in _jobs(manifest)]
+    damaged = _damaged_fixtures(store, every, manifests)
+    jobs = [job for job in every if job["id"] not in damaged]
     if not jobs:
-        return "", []
+        return "", list(damaged.values())
     work = store.tmp_dir / f"dl4j-{os.getpid()}-{os.urandom(4).hex()}"
     work.mkdir(parents=True)
     try:
@@ -177,6 +237,7 @@ def run(store: Store, manifests: Sequence[Manifest]) -> tuple[str, list[dict[str
         shutil.rmtree(work, ignore_errors=True)
     by_id = {r.get("id"): r for r in out.get("results") or [] if isinstance(r, dict)}
     # A job the JVM died in (a native crash) has no result: it failed, and says so.
+    by_id.update(damaged)
     results = [
         by_id.get(job["id"])
         or {
@@ -186,7 +247,7 @@ def run(store: Store, manifests: Sequence[Manifest]) -> tuple[str, list[dict[str
             "max_abs_diff": None,
             "error": f"the JVM died (exit {proc.returncode}) importing {job['path']}",
         }
-        for job in jobs
+        for job in every
     ]
     return str(out.get("dl4j_version") or ""), results
 
@@ -203,14 +264,14 @@ def check(store: Store, refs: Sequence[ModelRef]) -> list[ImportResult]:
         with store.lock(ref):
             current = store.require(ref)
             staged: list[StagedEntry] = []
-            for index, entry in enumerate(current.staged):
-                record = by_id.get(f"{current.ref}#{index}")
+            for entry in current.staged:
+                record = by_id.get(_job_id(current.ref, entry.path))
                 if record is None and entry.format in FORMATS and not entry.fixture:
                     record = {
                         "ok": False,
                         "stage": "fixture",
                         "max_abs_diff": None,
-                        "error": "no parity fixture: stage it again (pull --force)",
+                        "error": _no_fixture(entry),
                     }
                 if record is None:
                     staged.append(entry)

@@ -18,6 +18,8 @@ keeps the graph's inputs and outputs (names, order) and its numbers:
   Add`` over the normalized axes (the importer has no mapping for it: "No import process
   defined for LayerNormalization");
   ``ReduceMean`` takes its axes as an attribute before opset 18 and as an input from 18 on.
+- ``fold`` (constant folding), ``conv1d``, ``lstm``, ``pow``: node rewrites for what
+  silero-vad's files need; each is described in :mod:`modelhub.staging.onnx_dl4j_nodes`.
 - ``reshape``: ``allowzero`` is dropped from Reshapes whose constant shape has no 0 (the same
   result; the hook fails on the attribute).
 - ``names``: every node gets a unique name (nodes without one are skipped), every intermediate
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StagingError
+from . import onnx_dl4j_nodes as nodes_
 from .parity import DEFAULT_TOLERANCE, compare, write_fixture
 
 if TYPE_CHECKING:
@@ -51,7 +54,19 @@ if TYPE_CHECKING:
     from ..store import StagedEntry, Store
 
 #: The rewrites, in the order they run.
-STEPS = ("constants", "gemm", "matmul", "pool", "layernorm", "reshape", "names")
+STEPS = (
+    "constants",
+    "fold",
+    "gemm",
+    "matmul",
+    "pool",
+    "layernorm",
+    "conv1d",
+    "lstm",
+    "pow",
+    "reshape",
+    "names",
+)
 #: ``options["for"]`` (``pull --for dl4j``, model sets' ``for = "dl4j"``).
 FOR_DL4J = "dl4j"
 #: Staged formats that get a DL4J-ready copy (``pb`` imports as it is).
@@ -125,16 +140,6 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     return ranks
 
 
-def _unique(base: str, taken: set[str]) -> str:
-    name = base
-    i = 1
-    while name in taken:
-        name = f"{base}_{i}"
-        i += 1
-    taken.add(name)
-    return name
-
-
 def rewrite(
     model: onnx.ModelProto, steps: Iterable[str] = STEPS, *, in_place: bool = False
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
@@ -166,8 +171,18 @@ def rewrite(
     initializers = {t.name: t for t in g.initializer}
 
     nodes: list[onnx.NodeProto] = []
+    alias: dict[str, str] = {}  # a removed Identity's output -> the initializer it passed on
+
+    def add(tensor: onnx.TensorProto) -> None:
+        g.initializer.append(tensor)
+        initializers[tensor.name] = g.initializer[-1]
+        taken.add(tensor.name)
+
     for i, n in enumerate(g.node):
         label = n.name or f"{n.op_type}_{i}"
+        for k, name in enumerate(n.input):
+            if name in alias:
+                n.input[k] = alias[name]
         if (
             "constants" in chosen
             and n.op_type == "Constant"
@@ -182,10 +197,29 @@ def rewrite(
             initializers[t.name] = t
             counts["constants"] += 1
             continue
+        if (
+            "constants" in chosen
+            and n.op_type == "Identity"
+            and n.input[0] in initializers
+            and n.output[0] not in graph_io
+        ):
+            # The exporter shares equal weights through Identity nodes (zero biases of a
+            # fresh network, tied weights); DL4J finds no op behind such a value. Its
+            # consumers read the initializer itself.
+            alias[n.output[0]] = n.input[0]
+            counts["constants"] += 1
+            continue
+        if "fold" in chosen:
+            folded = nodes_.fold(n, initializers, graph_io, opset)
+            if folded is not None:
+                for tensor in folded:
+                    add(tensor)
+                counts["fold"] += 1
+                continue
         if "gemm" in chosen and n.op_type == "Gemm":
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
             has_c = len(n.input) > 2 and n.input[2] != ""
-            product = _unique(f"{n.output[0]}__ab", taken) if has_c else n.output[0]
+            product = nodes_.unique(f"{n.output[0]}__ab", taken) if has_c else n.output[0]
             nodes.append(
                 helper.make_node(
                     "Gemm",
@@ -202,9 +236,9 @@ def rewrite(
                 bias = n.input[2]
                 beta = float(attrs.get("beta", 1.0))
                 if beta != 1.0:
-                    scale = _unique(f"{label}__beta", taken)
+                    scale = nodes_.unique(f"{label}__beta", taken)
                     g.initializer.append(numpy_helper.from_array(np.array(beta, np.float32), scale))
-                    scaled = _unique(f"{bias}__scaled", taken)
+                    scaled = nodes_.unique(f"{bias}__scaled", taken)
                     nodes.append(
                         helper.make_node("Mul", [bias, scale], [scaled], name=f"{label}__beta")
                     )
@@ -231,7 +265,7 @@ def rewrite(
         if "pool" in chosen and n.op_type == "GlobalAveragePool" and rank > 2:
             axes = list(range(2, rank))
             if opset >= 18:  # ReduceMean's axes became an input
-                name = _unique(f"{label}__axes", taken)
+                name = nodes_.unique(f"{label}__axes", taken)
                 g.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), name))
                 initializers[name] = g.initializer[-1]
                 node = helper.make_node(
@@ -245,11 +279,21 @@ def rewrite(
             counts["pool"] += 1
             continue
         if "layernorm" in chosen and n.op_type == "LayerNormalization":
-            made = _layer_norm(n, label, ranks, opset, taken, g)
+            made = nodes_.layer_norm(n, label, ranks, opset, taken, g)
             if made is not None:
                 nodes.extend(made)
                 counts["layernorm"] += 1
                 continue
+        if "conv1d" in chosen and (wide := nodes_.conv1d(n, initializers, add, taken, opset)):
+            nodes.extend(wide)
+            counts["conv1d"] += 1
+            continue
+        if "lstm" in chosen and nodes_.lstm_defaults(n):
+            counts["lstm"] += 1
+        if "pow" in chosen and (square := nodes_.pow_square(n, initializers)) is not None:
+            nodes.append(square)
+            counts["pow"] += 1
+            continue
         if "reshape" in chosen and n.op_type == "Reshape":
             shape = initializers.get(n.input[1]) if len(n.input) > 1 else None
             has_allowzero = any(a.name == "allowzero" for a in n.attribute)
@@ -259,6 +303,10 @@ def rewrite(
                 n.attribute.extend(kept)
                 counts["reshape"] += 1
         nodes.append(n)
+    for n in nodes:
+        for k, name in enumerate(n.input):
+            if name in alias:
+                n.input[k] = alias[name]
     del g.node[:]
     g.node.extend(nodes)
 
@@ -270,95 +318,6 @@ def rewrite(
     return m, counts
 
 
-def _layer_norm(
-    n: onnx.NodeProto,
-    label: str,
-    ranks: Mapping[str, int],
-    opset: int,
-    taken: set[str],
-    g: onnx.GraphProto,
-) -> list[onnx.NodeProto] | None:
-    """``LayerNormalization`` as the ops it is defined by (ONNX's function body, computed in
-    the input's type): ``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from
-    ``axis`` to the last. None (left as it is) when the node uses its optional ``Mean`` /
-    ``InvStdDev`` outputs or its input is not float32 (``stash_type`` then matters)."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    if any(n.output[1:]):
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    axis = int(attrs.get("axis", -1))
-    epsilon = float(attrs.get("epsilon", 1e-5))
-    x = n.input[0]
-    rank = ranks.get(x)
-    if rank is None and axis != -1:
-        return None  # which axes to reduce depends on a rank shape inference did not give
-    axes = list(range(axis % rank, rank)) if rank else [-1]
-    elem = _elem_type(g, x)
-    if elem not in (None, TensorProto.FLOAT):
-        return None
-
-    def name(suffix: str) -> str:
-        return _unique(f"{n.output[0]}__ln_{suffix}", taken)
-
-    def const(suffix: str, value: Any) -> str:
-        tensor = numpy_helper.from_array(np.asarray(value), name(suffix))
-        g.initializer.append(tensor)
-        return tensor.name
-
-    def reduce_mean(src: str, out: str, suffix: str) -> onnx.NodeProto:
-        if opset >= 18:  # ReduceMean's axes became an input
-            return helper.make_node(
-                "ReduceMean",
-                [src, const(f"{suffix}_axes", np.array(axes, np.int64))],
-                [out],
-                name=f"{label}__{suffix}",
-                keepdims=1,
-            )
-        return helper.make_node(
-            "ReduceMean", [src], [out], name=f"{label}__{suffix}", axes=axes, keepdims=1
-        )
-
-    mean, centred, squared, var = name("mean"), name("centred"), name("sq"), name("var")
-    shifted, std, normed = name("var_eps"), name("std"), name("normed")
-    has_bias = len(n.input) > 2 and n.input[2] != ""
-    scaled = name("scaled") if has_bias else n.output[0]
-    nodes = [
-        reduce_mean(x, mean, "mean"),
-        helper.make_node("Sub", [x, mean], [centred], name=f"{label}__sub"),
-        # x * x, not Pow(x, 2) (ONNX's definition): DL4J's Pow import fails at import
-        # ("Index 1 out of bounds for length 1"), and the product is the same number.
-        helper.make_node("Mul", [centred, centred], [squared], name=f"{label}__square"),
-        reduce_mean(squared, var, "var"),
-        helper.make_node(
-            "Add",
-            [var, const("eps", np.array(epsilon, np.float32))],
-            [shifted],
-            name=f"{label}__eps",
-        ),
-        helper.make_node("Sqrt", [shifted], [std], name=f"{label}__sqrt"),
-        helper.make_node("Div", [centred, std], [normed], name=f"{label}__div"),
-        helper.make_node("Mul", [normed, n.input[1]], [scaled], name=f"{label}__scale"),
-    ]
-    if has_bias:
-        nodes.append(
-            helper.make_node("Add", [scaled, n.input[2]], [n.output[0]], name=f"{label}__bias")
-        )
-    return nodes
-
-
-def _elem_type(g: onnx.GraphProto, name: str) -> int | None:
-    """The element type of tensor ``name`` where the graph declares it (None: unknown)."""
-    for vi in [*g.input, *g.value_info, *g.output]:
-        if vi.name == name and vi.type.tensor_type.elem_type:
-            return int(vi.type.tensor_type.elem_type)
-    for t in g.initializer:
-        if t.name == name:
-            return int(t.data_type)
-    return None
-
-
 def _rename(g: onnx.GraphProto, graph_io: set[str], initializers: Mapping[str, Any]) -> int:
     """Give every node a unique name, intermediate tensors names the importer cannot collide
     with, and initializers names without ``:``; returns how many names changed."""
@@ -367,10 +326,10 @@ def _rename(g: onnx.GraphProto, graph_io: set[str], initializers: Mapping[str, A
     for n in g.node:
         for out in n.output:
             if out and out not in graph_io and out not in initializers and out not in mapping:
-                mapping[out] = _unique(f"t{len(mapping)}/{out.replace(':', '_')}", used)
+                mapping[out] = nodes_.unique(f"t{len(mapping)}/{out.replace(':', '_')}", used)
     for t in g.initializer:
         if ":" in t.name and t.name not in graph_io:
-            new = _unique(t.name.replace(":", "_"), used | set(initializers))
+            new = nodes_.unique(t.name.replace(":", "_"), used | set(initializers))
             mapping[t.name] = new
             t.name = new
     changed = len(mapping)

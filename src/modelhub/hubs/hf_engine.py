@@ -191,6 +191,27 @@ def fetch_one(
     return str(huggingface_hub.hf_hub_download(**local, local_files_only=True))
 
 
+def repo_access(args: Mapping[str, Any]) -> str | None:
+    """Who may read the repo of ``args`` (:func:`fetch_one`'s), after one of its files came
+    from the Hub: ``public`` when no token was sent (a gated or private repo refuses that);
+    else what the repo's model info says (one ``repo_info`` request, as a snapshot pull makes),
+    ``private``, ``gated`` or ``public``. None when the Hub does not answer it."""
+    import huggingface_hub
+    from huggingface_hub import get_token
+
+    token = args.get("token") or get_token() or None
+    if token is None:
+        return "public"
+    try:
+        api = huggingface_hub.HfApi(endpoint=args["endpoint"], token=token)
+        info = api.repo_info(args["repo_id"])
+    except Exception:  # no answer: the caller records what an earlier pull learned, or unknown
+        return None
+    if getattr(info, "private", False):
+        return "private"
+    return "gated" if getattr(info, "gated", False) else "public"
+
+
 # The file reference each thread's ``hf_hub_download`` (in :func:`fetch_one`) is asking for.
 _asking = threading.local()
 

@@ -12,9 +12,11 @@ fetched the way kagglehub 1.0.3 fetches them (``http_resolver.py``, ``ModelHttpR
    follows the redirect without the credentials, resumes with ``Range`` and re-sends the RPC when
    the signed URL expires. The ``x-goog-hash: md5=`` of every body is checked (kagglehub
    ``clients.py`` ``download_file``); the sha256 is recorded as for every hub;
-4. the files go into the store (``<framework>/kaggle/OWNER/MODEL/VARIATION/VERSION/``) and are
-   hard-linked into kagglehub's cache, which is then marked complete exactly as kagglehub marks
-   it, so ``kagglehub.model_download`` finds them with no request.
+4. the files go into the store (``<framework>/kaggle/OWNER/MODEL/VARIATION/VERSION/``); once
+   every check passed (PyTorch pickles ``weights_only``, GGUF headers), they are hard-linked
+   into kagglehub's cache, which is then marked complete exactly as kagglehub marks it, so
+   ``kagglehub.model_download`` finds them with no request (a refused version leaves nothing
+   there: kagglehub would serve it offline).
 
 Protocol and credentials: :mod:`.kaggle_api`. Staging follows the framework (see ``STAGING``).
 """
@@ -41,6 +43,7 @@ from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import sha256_file
 from ..upstream import Memo, Recorded, UpstreamStatus
 from . import kaggle_cache as cache
+from .access import settle
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 from .kaggle_api import Client, Handle, credentials
 
@@ -57,6 +60,18 @@ STAGING: dict[str, tuple[str, tuple[str, ...]]] = {
 FILES_ONLY = (
     "files only: modelhub has no staging or check for this framework; load them with its own tools"
 )
+#: What ``info`` says of a framework that is checked but not staged.
+NOTES = {
+    "pytorch": (
+        "files only, checked: every pickle (.pt, .pth, .bin, .ckpt) was opened only "
+        "weights_only and every .safetensors checked by its header before anything was kept; "
+        "other files (configs, tokenizers, non-pickle .bin) are kept as they are"
+    ),
+    "gguf": (
+        "files only, checked: every .gguf header was read (version, metadata, every tensor "
+        "inside the file) before anything was kept; load them with llama.cpp or the gguf package"
+    ),
+}
 _PICKLES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
@@ -119,7 +134,7 @@ class KaggleHub(ModelHub):
             "page": handle.page(),
         }
         if handle.key not in STAGING:
-            details["note"] = FILES_ONLY
+            details["note"] = NOTES.get(handle.key, FILES_ONLY)
         plan = Plan(
             ref=ref,
             revision=str(handle.version),
@@ -134,6 +149,7 @@ class KaggleHub(ModelHub):
             details["transport"] = "kagglehub-cache"
             if client.access:
                 details["access"] = client.access  # "gated": served by a mirror with a token
+            settle(details, self.store, ref)  # no RPC: as an earlier pull learned, or unknown
             return plan
         if offline:
             raise OfflineError(
@@ -201,19 +217,22 @@ class KaggleHub(ModelHub):
         token, headers = client.auth()
         md5s: dict[str, str] = {}
         published: list[FileEntry] = []
+        cached: list[tuple[FileEntry, str]] = []  # (store entry, path in the version)
         try:
             for rf in plan.files:
                 assert isinstance(rf, KaggleFile)
                 part, result = self._download(plan.ref, rf, token, headers, progress, md5s)
                 if rf.path is None:
-                    published += self._unpack(plan.ref, part, folder, handle)
+                    self._unpack(plan.ref, part, folder, published, cached)
                     continue
                 entry = self.store.publish(part, rf.rel, plan.ref, result.sha256, result.size)
                 published.append(entry)
-                cache.place(self.store.abspath(entry.path), handle, rf.path)
+                cached.append((entry, rf.path))
             d["checked"] = self._check_files(
                 [self.store.abspath(e.path) for e in published], plan.ref
             )
+            # Only checked files reach kagglehub's cache (kagglehub would serve them offline).
+            cache.place_all([(self.store.abspath(e.path), rel) for e, rel in cached], handle)
         except BaseException:
             self._unpublish(published, plan.ref)
             raise
@@ -263,8 +282,17 @@ class KaggleHub(ModelHub):
             raise
         return part, result
 
-    def _unpack(self, ref: ModelRef, archive: Path, folder: str, handle: Handle) -> list[FileEntry]:
-        """Extract a version's archive (tar.gz or zip) and publish its files."""
+    def _unpack(
+        self,
+        ref: ModelRef,
+        archive: Path,
+        folder: str,
+        published: list[FileEntry],
+        cached: list[tuple[FileEntry, str]],
+    ) -> None:
+        """Extract a version's archive (tar.gz or zip) and publish its files, each appended to
+        ``published`` (and ``cached``, for kagglehub's cache) as soon as it is in the store, so
+        that a failure part-way takes back what was already published."""
         from ..store.archives import extract_tar, extract_zip
 
         with open(archive, "rb") as fh:
@@ -276,16 +304,16 @@ class KaggleHub(ModelHub):
                 extract_zip(archive, dest)
             else:
                 extract_tar(archive, dest)
-            entries = []
+            count = 0
             for path in sorted(p for p in dest.rglob("*") if p.is_file()):
                 rel = path.relative_to(dest).as_posix()
                 sha, size = sha256_file(path)
                 entry = self.store.publish(path, f"{folder}/{rel}", ref, sha, size)
-                entries.append(entry)
-                cache.place(self.store.abspath(entry.path), handle, rel)
-            if not entries:
+                published.append(entry)
+                cached.append((entry, rel))
+                count += 1
+            if not count:
                 raise ArchiveError(f"{ref}: the version's archive holds no files")
-            return entries
         finally:
             shutil.rmtree(dest, ignore_errors=True)
             archive.unlink(missing_ok=True)
@@ -306,12 +334,15 @@ class KaggleHub(ModelHub):
                 from ..staging.torch_files import check_torch_files
 
                 found = check_torch_files(pickles)
-                return {
+                checked: dict[str, Any] = {
                     "how": "torch.load(weights_only=True); safetensors by header",
-                    "files": len(pickles),
+                    "files": len(found["files"]),
                     "tensors": found.get("tensors"),
                     "parameters": found.get("parameters"),
                 }
+                if found["plain"]:  # a .bin that is no pickle (raw weights, a vocabulary)
+                    checked["plain"] = found["plain"]
+                return checked
         if key == "gguf":
             from ..staging.gguf_check import check_gguf
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import AuthError, ModelhubError, ModelNotFoundError, UsageError
 from ..refs import ModelRef
+from ..registry.builtin import kaggle_slug
 
 SERVICE = "models.ModelApiService"
 #: kagglehub's ``MAX_NUM_FILES_DIRECT_DOWNLOAD``: up to this many files are fetched one by
@@ -62,18 +62,6 @@ _ENUM = {
     "triton": "MODEL_FRAMEWORK_TRITON",
     "vllm": "MODEL_FRAMEWORK_VLLM",
 }
-#: The camelCase slug kaggle.com writes for each framework (what ``details`` records).
-SLUGS = {
-    "tensorflow1": "tensorFlow1",
-    "tensorflow2": "tensorFlow2",
-    "tflite": "tfLite",
-    "tfjs": "tfJs",
-    "pytorch": "pyTorch",
-    "scikitlearn": "scikitLearn",
-    "maxtext": "maxText",
-    "gemmacpp": "gemmaCpp",
-    "tensorrtllm": "tensorRtLlm",
-}
 
 
 def framework_key(written: str) -> str:
@@ -83,8 +71,9 @@ def framework_key(written: str) -> str:
 
 @dataclass(frozen=True)
 class Handle:
-    """A Kaggle model variation, as a reference names it (spelling kept: it is also the path
-    kagglehub caches it under), with the version when known."""
+    """A Kaggle model variation, as a reference names it (the framework as kagglesdk's slug,
+    which a parsed reference always has: the path kagglehub caches it under, for kagglehub
+    uses a handle's segments as they are), with the version when known."""
 
     owner: str
     model: str
@@ -98,7 +87,7 @@ class Handle:
         does not know (its enum is the protocol's)."""
         owner, model, framework, variation = ref.name.split("/")
         if framework_key(framework) not in _ENUM:
-            known = ", ".join(sorted({SLUGS.get(k, k) for k in _ENUM}))
+            known = ", ".join(sorted({kaggle_slug(k) for k in _ENUM}))
             raise UsageError(f"{ref}: Kaggle has no framework {framework!r}; one of {known}")
         return cls(owner, model, framework, variation, int(ref.revision) if ref.revision else None)
 
@@ -110,7 +99,7 @@ class Handle:
     @property
     def slug(self) -> str:
         """The framework as kaggle.com writes it (``pyTorch``)."""
-        return SLUGS.get(self.key, self.key)
+        return kaggle_slug(self.key)
 
     def with_version(self, version: int) -> Handle:
         """This handle at ``version``."""
@@ -163,18 +152,20 @@ def _read_token(path: Path) -> str | None:
 def credentials() -> Credentials | None:
     """The first credentials found, in kagglehub's order; None for anonymous access."""
     env = os.environ.get("KAGGLE_API_TOKEN", "").strip()
-    if env:
-        if Path(env).expanduser().is_file():
-            token = _read_token(Path(env).expanduser())
-            if token:
-                return Credentials(token=token, source="KAGGLE_API_TOKEN (file)")
-        else:
-            return Credentials(token=env, source="KAGGLE_API_TOKEN")
     home = Path("~/.kaggle").expanduser()
-    for name in ("access_token", "access_token.txt"):
-        token = _read_token(home / name)
+    if env and Path(env).expanduser().exists():
+        # kagglesdk: a path there is read, and an empty file means no token at all (the token
+        # files are not looked at: the username and key come next)
+        token = _read_token(Path(env).expanduser())
         if token:
-            return Credentials(token=token, source=f"~/.kaggle/{name}")
+            return Credentials(token=token, source="KAGGLE_API_TOKEN (file)")
+    elif env:
+        return Credentials(token=env, source="KAGGLE_API_TOKEN")
+    else:
+        for name in ("access_token", "access_token.txt"):
+            token = _read_token(home / name)
+            if token:
+                return Credentials(token=token, source=f"~/.kaggle/{name}")
     user, key = os.environ.get("KAGGLE_USERNAME", ""), os.environ.get("KAGGLE_KEY", "")
     if user and key:
         basic = base64.b64encode(f"{user}:{key}".encode()).decode()
@@ -295,21 +286,6 @@ class Client:
             handle,
         )
         return _files(doc), bool(doc.get("nextPageToken"))
-
-    def all_files(self, handle: Handle) -> Iterator[tuple[str, int | None]]:
-        """Every file of the version, page after page (``nextPageToken``)."""
-        token: str | None = None
-        for _ in range(10_000):
-            doc = self.call(
-                "ListModelInstanceVersionFiles",
-                handle.request(pageSize=MAX_FILES_DIRECT, pageToken=token),
-                handle,
-            )
-            yield from _files(doc)
-            token = doc.get("nextPageToken") or None
-            if not token:
-                return
-        raise ModelhubError(f"kaggle:{handle_text(handle)}: the file list never ends")
 
     def download_body(self, handle: Handle, path: str | None) -> bytes:
         """The JSON body of ``DownloadModelInstanceVersion`` for one file or the archive."""

@@ -7,9 +7,11 @@
         VERSION.complete                  the whole version is there (``model_download(handle)``)
         .complete/VERSION/PATH.complete   one file is there (``model_download(handle, path)``)
 
-The path components are the handle as the user wrote it (kagglehub does not normalise them); a
-version cached under another spelling of the same handle (``PyTorch`` vs ``pytorch``) is found
-too. modelhub writes a version's files there, and marks the version complete only when every
+The path components are the handle's segments as they are (kagglehub 1.0.3 lowercases nothing):
+modelhub's references carry the framework as kagglesdk's slug (``pyTorch``, what kaggle.com's
+snippets hand to kagglehub), so that is the folder modelhub writes; a version kagglehub cached
+under another spelling of the same handle (``PyTorch``) is found too. modelhub writes a version's
+files there only after all its checks passed, and marks the version complete only when every
 file is in place, as kagglehub does; a version kagglehub downloaded is taken from there.
 """
 
@@ -91,9 +93,10 @@ def newest_complete(handle: Handle) -> int | None:
     return max(versions, default=None)
 
 
-def place(src: Path, handle: Handle, rel: str) -> Path:
+def place(src: Path, handle: Handle, rel: str) -> list[Path]:
     """Put the store's verified ``src`` at the version's ``rel`` in the cache: a hard link (the
-    same bytes on disk once), else a copy written aside and renamed. Marks the file complete."""
+    same bytes on disk once), else a copy written aside and renamed. Marks the file complete.
+    Returns what it wrote (the file, then its marker)."""
     target = version_dir(handle) / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.modelhub-tmp")
@@ -106,7 +109,20 @@ def place(src: Path, handle: Handle, rel: str) -> Path:
     marker = file_marker(handle, rel)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    return target
+    return [target, marker]
+
+
+def place_all(files: list[tuple[Path, str]], handle: Handle) -> None:
+    """:func:`place` every ``(store file, rel)`` of a checked version; when one fails, the files
+    and markers already placed are taken back (kagglehub would serve them with no request)."""
+    written: list[Path] = []
+    try:
+        for src, rel in files:
+            written += place(src, handle, rel)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def mark_complete(handle: Handle) -> None:

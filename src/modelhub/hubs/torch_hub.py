@@ -70,6 +70,7 @@ from ..store import FileEntry, Manifest, StagedEntry, layout
 from ..store.files import place_file, sha256_file
 from ..upstream import Memo, Recorded, UpstreamStatus, check_http, compare
 from . import torch_hub_github as github
+from .access import settle
 from .base import ModelHub, Plan, RemoteFile, StageRequest
 
 torch_import_guard()  # before any torch import in this module (see _frameworks)
@@ -277,11 +278,15 @@ class TorchHub(ModelHub):
                     f"{details['git_ref']}, which is neither in the store nor in torch.hub's cache"
                 )
             entry = self._download_zipball(plan, progress)
+            details["access"] = "public"  # the zipball came with no credentials
             try:
                 install_zipball(stored, repo_dir, self.store.tmp_dir)
             except BaseException:
                 stored.unlink(missing_ok=True)
                 raise
+        # From a cache with no request (a private repo's folder, say): as an earlier pull of the
+        # repository learned, else "unknown", which a mirror serves only with a token.
+        settle(details, self.store, plan.ref)
         commit = zip_commit(stored)
         if commit:
             details["commit"] = commit

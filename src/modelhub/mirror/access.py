@@ -2,9 +2,11 @@
 
 Policy (README, "Who may read the mirror"):
 
-- a model whose manifest records a gated or private source (``details["access"]``) is served
-  only to a client that sends ``Authorization: Bearer <token>`` with a token of
-  ``--auth-tokens FILE``; without tokens nobody gets it;
+- a model whose manifest records a gated or private source, or an ``unknown`` one (a pull that
+  asked the hub nothing: ``details["access"]``, :mod:`modelhub.hubs.access`), is served only
+  to a client that sends ``Authorization: Bearer <token>`` with a token of ``--auth-tokens
+  FILE``; without tokens nobody gets it. So is every file such a model owns, whatever other
+  manifest lists it;
 - with tokens, every other route wants a token too, unless ``--public`` is given (then public
   models are open to anyone and only the gated/private ones want a token);
 - ``/healthz`` is always open.
@@ -31,9 +33,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import UsageError
+from ..hubs.access import RESTRICTED, access_of
 from ..store import Store
 from .http_files import PROBE
-from .index import FULL, OPEN, RESTRICTED, VIEW, StoreIndex, access_of
+from .index import FULL, OPEN, VIEW, StoreIndex
 from .routes import HubRoutes
 
 #: Paths every client may read, token or not.
@@ -100,7 +103,8 @@ def is_loopback(host: str) -> bool:
 
 
 def withheld(root: Path) -> int:
-    """How many models of the store at ``root`` came from a gated or private source."""
+    """How many models of the store at ``root`` came from a gated or private source or one of
+    unknown access (served only with a token)."""
     return sum(1 for _, m in Store(root).manifests() if access_of(m) in RESTRICTED)
 
 
@@ -119,7 +123,12 @@ async def _deny(
     hubs: Sequence[HubRoutes], request: web.Request, status: int, withheld: bool
 ) -> web.StreamResponse:
     token_given = status == 403
-    what = "this model" if withheld else "this mirror"
+    what = (
+        "this model (from a gated or private source, or one whose access its pull could not "
+        "learn: SDK cache or --offline)"
+        if withheld
+        else "this mirror"
+    )
     message = (
         f"{what} is served only with a token of the mirror, and the token sent is not one"
         if token_given

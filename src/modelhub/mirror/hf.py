@@ -48,6 +48,7 @@ from .index import (
     Snapshot,
     derived_commit,
     folder_of,
+    join_access,
     under,
 )
 from .routes import HubRoutes
@@ -150,7 +151,8 @@ def model_info(rev: HfRevision, *, blobs: bool) -> dict[str, Any]:
         "lastModified": rev.last_modified,
         "createdAt": rev.last_modified,
         "private": rev.details.get("access") == "private",
-        "gated": "manual" if rev.details.get("access") == "gated" else False,
+        # unknown (a pull from a cache): gated for a client, which then records it so
+        "gated": "manual" if rev.details.get("access") in ("gated", "unknown") else False,
         "disabled": False,
         "downloads": 0,
         "likes": 0,
@@ -253,6 +255,8 @@ class HfRoutes(HubRoutes):
             if rev is None:
                 rev = HfRevision(canonical, commit, set(), {}, manifest.created, manifest.details)
                 repo.by_commit[commit] = rev
+            else:  # one commit, two manifests: as restricted as the stricter one
+                rev.details = join_access(rev.details, manifest)
             for path, served in files.items():
                 rev.files.setdefault(path, served)
             for name in names - {commit}:
@@ -289,7 +293,7 @@ class HfRoutes(HubRoutes):
             )
             repo = snap.hf.get(found[0]) if found is not None else None
             rev = repo.default() if repo is not None else None
-            if rev is not None and rev.details.get("access") == "gated":
+            if rev is not None and rev.details.get("access") in ("gated", "unknown"):
                 code = "GatedRepo"
         return _error(code, message, status=status)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidReferenceError
+from ..hubs.access import RESTRICTED, access_of, stricter
 from ..refs import ModelRef, parse
 from ..store import Manifest, Store, layout
 
@@ -30,19 +31,18 @@ log = logging.getLogger("modelhub.mirror")
 
 HEX40 = re.compile(r"[0-9a-f]{40}")
 
-#: ``details["access"]`` of a manifest whose source needed the puller's own credentials.
-RESTRICTED = frozenset({"gated", "private"})
 #: What the current request may see: every model (``FULL``) or only public ones (``OPEN``).
 #: Set per request by the mirror's access middleware; a handler's task inherits it.
 FULL, OPEN = "full", "open"
 VIEW: contextvars.ContextVar[str] = contextvars.ContextVar("modelhub_mirror_view", default=FULL)
 
 
-def access_of(manifest: Manifest) -> str:
-    """``gated``, ``private`` or ``public``: what the pull learned of its source (default:
-    public)."""
-    access = manifest.details.get("access")
-    return access if isinstance(access, str) and access in RESTRICTED else "public"
+def join_access(details: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """``details`` (of a revision another manifest made) with the stricter of its access and
+    ``manifest``'s: files two manifests share are as restricted as the stricter one says."""
+    current = details.get("access")
+    access = stricter(current if isinstance(current, str) else "public", access_of(manifest))
+    return details if access == current else {**details, "access": access}
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Snapshot:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Every model this snapshot serves, by reference.
     models: list[ModelEntry] = field(default_factory=list)
-    #: Gated or private models left out of this snapshot (the ``OPEN`` view).
+    #: Models left out of this snapshot (the ``OPEN`` view): gated, private or of unknown access.
     withheld: int = 0
 
 
@@ -173,12 +173,15 @@ def build_snapshot(
 ) -> Snapshot:
     """Read every manifest under ``root`` and index what the mirror may serve: every file a
     manifest lists by its store path, and whatever each hub's routes ``collectors`` add.
-    ``public_only`` leaves out the models of gated or private sources (counted in
-    ``withheld``)."""
+    ``public_only`` leaves out the models whose access is :data:`~..hubs.access.RESTRICTED`
+    (counted in ``withheld``), and every file one of them owns, also where a public manifest
+    lists it too, or lists another path to the same file (a link)."""
     snap = Snapshot()
     store = Store(root)
     loaded: list[tuple[Manifest, ModelRef, dict[str, ServedFile]]] = []
-    for path, manifest in store.manifests():
+    manifests = list(store.manifests())
+    hidden = _restricted_files(store, manifests) if public_only else _Hidden()
+    for path, manifest in manifests:
         if public_only and access_of(manifest) in RESTRICTED:
             snap.withheld += 1
             continue
@@ -186,7 +189,9 @@ def build_snapshot(
             ref = parse(manifest.ref)
             own = {}
             for rel, sha, size in manifest.records():
-                own[rel] = ServedFile(rel, store.abspath(rel), sha, size)
+                served = ServedFile(rel, store.abspath(rel), sha, size)
+                if not hidden.holds(served):
+                    own[rel] = served
         except InvalidReferenceError as exc:
             log.warning("skipping manifest %s: %s", path.name, exc)
             continue
@@ -213,6 +218,45 @@ def build_snapshot(
     snap.models.sort(key=lambda m: m.ref)
     snap.onnx_entries.sort(key=lambda e: (e["model"], e["opset_version"], e["model_path"]))
     return snap
+
+
+@dataclass
+class _Hidden:
+    """The files of restricted models: their store paths and the files they are (device and
+    inode, links followed), so that no other path or manifest serves them in the open view."""
+
+    rels: set[str] = field(default_factory=set)
+    files: set[tuple[int, int]] = field(default_factory=set)
+
+    def holds(self, served: ServedFile) -> bool:
+        """Whether ``served`` is one of these files, by path or by what it links to."""
+        if not self.rels:
+            return False
+        return served.rel in self.rels or _identity(served.path) in self.files
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a link and its target are one file
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _restricted_files(store: Store, manifests: Sequence[tuple[Path, Manifest]]) -> _Hidden:
+    hidden = _Hidden()
+    for _, manifest in manifests:
+        if access_of(manifest) not in RESTRICTED:
+            continue
+        for rel, _, _ in manifest.records():
+            hidden.rels.add(rel)
+            try:
+                ident = _identity(store.abspath(rel))
+            except InvalidReferenceError:
+                continue
+            if ident is not None:
+                hidden.files.add(ident)
+    return hidden
 
 
 class StoreIndex:

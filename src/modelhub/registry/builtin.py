@@ -129,6 +129,22 @@ _KAGGLE_FOLDERS = {
     "onnx": "onnx",
 }
 _KAGGLE_GRAMMAR = "kaggle:OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]"
+# kagglesdk's ModelFramework members as kaggle.com and kagglehub's enum_to_str spell them: the
+# canonical framework segment, whatever the case it was written in (one manifest per version).
+KAGGLE_SLUGS = {
+    s.lower(): s
+    for s in (
+        *("tensorFlow1", "tensorFlow2", "tfLite", "tfJs", "pyTorch", "jax", "flax", "pax"),
+        *("maxText", "gemmaCpp", "ggml", "gguf", "coral", "scikitLearn", "mxnet", "onnx"),
+        *("keras", "transformers", "api", "other", "tensorRtLlm", "triton", "vllm"),
+    )
+}
+
+
+def kaggle_slug(written: str) -> str:
+    """A framework segment as written (``PyTorch``, ``tf_lite``) → kagglesdk's slug
+    (``pyTorch``, ``tfLite``); an unknown one is kept as written (the adapter refuses it)."""
+    return KAGGLE_SLUGS.get(written.lower().replace("_", "").replace("-", ""), written)
 
 
 def _kaggle_parse(text: str, body: str) -> ModelRef:
@@ -139,6 +155,7 @@ def _kaggle_parse(text: str, body: str) -> ModelRef:
         raise fail(text, "two versions given")
     if version is not None and not (version.isdigit() and int(version) > 0):
         raise fail(text, f"Kaggle version must be a positive number, got {version!r}")
+    parts[2] = kaggle_slug(parts[2])
     return ModelRef("kaggle", "/".join(parts[:4]), str(int(version)) if version else None)
 
 

@@ -9,7 +9,11 @@ header.
 - TorchScript archives (a zip with ``code/``) are recognised and counted from their entries,
   never loaded (loading one runs its TorchScript);
 - ``.safetensors`` files are checked from their JSON header (length, dtypes, shapes, every
-  tensor's byte range inside the file and of the size its shape says), without torch.
+  tensor's byte range inside the file and of the size its shape says), without torch;
+- a file with a pickle suffix that neither torch nor pickle would act on (not a zip, no pickle
+  protocol header, and its bytes reach no opcode that imports or calls anything: raw weights
+  for a C runtime, a vocabulary, text) is no PyTorch file: it is kept as a plain file and
+  reported under ``plain``, never unpickled.
 
 :func:`check_torch_files` returns a summary (tensor and parameter counts per file and in all);
 other files in the list are reported as skipped. Stateless.
@@ -60,6 +64,13 @@ SAFETENSORS_BITS = {
     "F6_E3M2": 6,
 }
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+#: Pickle opcodes that import a global or call one (what makes a pickle run code on load).
+_CALLING = frozenset(
+    {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+    | {"EXT1", "EXT2", "EXT4"}
+)
+#: How much of a file :func:`is_pickle` reads to decide.
+PICKLE_SCAN_BYTES = 2**20
 
 
 def _first_line(exc: BaseException) -> str:
@@ -140,6 +151,45 @@ def check_safetensors(path: Path) -> dict[str, Any]:
 
 
 # --- pickles ----------------------------------------------------------------------------------
+def is_pickle(path: Path) -> bool:
+    """True when ``torch.load`` would unpickle ``path`` and that could run code: a zip (torch's
+    format; a truncated one too), a pickle protocol header, or bytes that, read as pickle
+    opcodes with the unpickler's stack rules, reach an opcode that imports or calls before they
+    stop making sense. Undecided within :data:`PICKLE_SCAN_BYTES` counts as a pickle (fail
+    closed)."""
+    import io
+    import pickletools
+
+    with open(path, "rb") as fh:
+        data = fh.read(PICKLE_SCAN_BYTES)
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80" or zipfile.is_zipfile(path):
+        return True
+    stack: list[Any] = []
+    mark = pickletools.markobject
+    try:
+        for op, _, _ in pickletools.genops(io.BytesIO(data)):
+            before = list(op.stack_before)
+            if op.name == "POP" and stack and stack[-1] is mark:
+                before = [mark]
+            if mark in before:
+                if mark not in stack:
+                    return False  # "could not find MARK": the unpickler stops here
+                while stack.pop() is not mark:
+                    pass
+                before = before[: before.index(mark)]
+            if len(stack) < len(before):
+                return False  # pops from an empty stack: the unpickler stops here
+            if op.name in _CALLING:
+                return True
+            if op.name == "STOP":
+                return True  # a whole pickle of plain values: the weights-only load decides
+            del stack[len(stack) - len(before) :]
+            stack.extend(op.stack_after)
+    except ValueError:  # an unknown opcode or a bad argument: the unpickler stops there too
+        return False
+    return len(data) >= PICKLE_SCAN_BYTES  # the window ran out undecided: fail closed
+
+
 def _is_torchscript(path: Path) -> list[str] | None:
     """The entry names of a TorchScript archive (a zip holding compiled ``code/``), else None."""
     try:
@@ -242,7 +292,8 @@ def _detail(exc: BaseException) -> str:
 def check_torch_files(paths: Iterable[Path]) -> dict[str, Any]:
     """Check every PyTorch weight file in ``paths``; return the summary:
     ``{files: [{path, name, kind, tensors, parameters, dtypes, ...}], tensors, parameters,
-    skipped: [names of files that are no PyTorch weights], versions: {torch}}``.
+    skipped: [names of files that are no PyTorch weights], plain: [names of files with a pickle
+    suffix that are no pickle (:func:`is_pickle`), kept unread], versions: {torch}}``.
 
     Pickles are opened only weights-only, ``.safetensors`` by header (:func:`check_pickle`,
     :func:`check_safetensors`); the first bad file raises IntegrityError (exit 5) naming it.
@@ -252,6 +303,7 @@ def check_torch_files(paths: Iterable[Path]) -> dict[str, Any]:
 
     files = []
     skipped = []
+    plain = []
     tensors = 0
     parameters = 0
     for raw in paths:
@@ -261,8 +313,11 @@ def check_torch_files(paths: Iterable[Path]) -> dict[str, Any]:
         suffix = path.suffix.lower()
         if suffix == SAFETENSORS_SUFFIX:
             info = check_safetensors(path)
-        elif suffix in PICKLE_SUFFIXES:
+        elif suffix in PICKLE_SUFFIXES and is_pickle(path):
             info = check_pickle(path)
+        elif suffix in PICKLE_SUFFIXES:
+            plain.append(path.name)
+            continue
         else:
             skipped.append(path.name)
             continue
@@ -274,8 +329,9 @@ def check_torch_files(paths: Iterable[Path]) -> dict[str, Any]:
         "tensors": tensors,
         "parameters": parameters,
         "skipped": skipped,
+        "plain": plain,
         "versions": {"torch": str(torch.__version__).split("+")[0]},
     }
 
 
-__all__ = ["check_pickle", "check_safetensors", "check_torch_files"]
+__all__ = ["check_pickle", "check_safetensors", "check_torch_files", "is_pickle"]

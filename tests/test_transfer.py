@@ -443,7 +443,11 @@ def test_parallel_download_leaves_its_connections_alive_in_the_pool(
         target = parse_url(f"{srv.url}/big.bin")
         conns = [POOL.get(target, 5.0) for _ in range(srv.connections + 1)]
         try:
-            assert [c.reused for c in conns] == [True] * srv.connections + [False]
+            reused = [c.reused for c in conns]
+            assert reused == [True] * srv.connections + [False], (
+                f"{srv.connections} connections accepted, {sum(reused)} idle in the pool; "
+                f"requests: {[(h.get('range'), h.get('connection')) for h in gets(srv)]}"
+            )
         finally:
             for c in conns:
                 c.close()

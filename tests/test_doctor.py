@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from modelhub.cli.main import build_parser, main
 from tests.support.httpserver import HTTPTestServer
+from tests.support.privileges import without_dac_override
 
 
 def _files(root: Path) -> list[str]:
@@ -130,17 +133,28 @@ def test_doctor_mirror_reachable_or_not(capsys, monkeypatch) -> None:
     assert "FAIL" in capsys.readouterr().out
 
 
-def test_doctor_read_only_store(tmp_path: Path, monkeypatch, capsys) -> None:
-    import os
-
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
+def test_doctor_read_only_store(tmp_path: Path) -> None:
+    """doctor says a store it cannot write is not writable (exit 1, a hint naming
+    MODELHUB_PATH). As root it runs without CAP_DAC_OVERRIDE (setpriv), so that the permission
+    bits hold for it too."""
+    prefix = without_dac_override()
     root = tmp_path / "ro"
     root.mkdir()
     root.chmod(0o555)
-    monkeypatch.setenv("MODELHUB_PATH", str(root))
     try:
-        checks = _doctor(capsys, code=1)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "modelhub", "doctor", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MODELHUB_PATH": str(root)},
+            timeout=120,
+        )
     finally:
         root.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert doc["ok"] is False
     assert not checks["writable"]["ok"] and "MODELHUB_PATH" in checks["writable"]["hint"]
+    assert checks["store"]["value"] == str(root)
+    assert list(root.iterdir()) == []  # the probe left nothing (it could not write one)

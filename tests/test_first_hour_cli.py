@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from modelhub.cli.main import build_parser, main
 from modelhub.errors import EXIT_CHANGES
 from tests.support.httpserver import HTTPTestServer
 from tests.support.onnx_models import make_mlp
+from tests.support.privileges import chmod_tree, without_dac_override
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -75,9 +75,14 @@ def test_each_model_set_has_its_own_lock(zoo, tmp_path: Path, capsys) -> None:
 
 
 def test_a_sync_whose_every_model_failed_writes_no_lock(zoo, tmp_path: Path) -> None:
-    toml = _toml(tmp_path / "dev.toml", "onnx:no-such-model", "onnx:nor-this-one")
+    project = tmp_path / "project"
+    toml = _toml(project / "dev.toml", "onnx:no-such-model", "onnx:nor-this-one")
     assert main(["sync", str(toml)]) == 3
-    assert not (tmp_path / "dev.lock").exists()
+    # No lock of any name (neither dev.lock nor the shared modelhub.lock of old), anywhere but
+    # the store's own model locks.
+    locks = [p for p in tmp_path.rglob("*.lock") if ".modelhub" not in p.parts]
+    assert locks == []
+    assert sorted(p.name for p in project.iterdir()) == ["dev.toml"]
 
 
 @pytest.mark.parametrize(
@@ -185,53 +190,68 @@ def test_setup_mistakes_are_one_line_naming_the_setting(tmp_path: Path, busy_por
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "words"),
     [
-        ["serve", "--port", "99999"],
-        ["view", "onnx:x", "--port", "-1"],
-        ["pull", "onnx:x", "--jobs", "0"],
-        ["pull", "onnx:x", "--jobs", "-3"],
-        ["sync", "--jobs", "0"],
-        ["outdated", "--jobs", "-1"],
+        (["serve", "--port", "99999"], ["serve --port", "'99999'", "0 for any free port"]),
+        (["view", "onnx:x", "--port", "-1"], ["view --port", "'-1'", "give 1-65535"]),
+        (["pull", "onnx:x", "--jobs", "0"], ["pull --jobs", "'0'", "give 1 or more"]),
+        (["pull", "onnx:x", "--jobs", "-3"], ["pull --jobs", "'-3'", "give 1 or more"]),
+        (["sync", "--jobs", "0"], ["sync --jobs", "give 1 or more"]),
+        (["outdated", "--jobs", "-1"], ["outdated --jobs", "give 1 or more"]),
+        (["pull", "onnx:x", "--stage", "pdf"], ["pull --stage", "'pdf'", "choose from", "onnx"]),
+        (["pull", "onnx:x", "--alpha", "wide"], ["pull --alpha", "'wide'"]),
+        (["pul", "onnx:x"], ["COMMAND", "'pul'", "choose from", "'pull'"]),
     ],
 )
-def test_bad_numbers_are_usage_errors(args: list[str], capsys) -> None:
+def test_bad_values_are_one_line_usage_errors(args: list[str], words: list[str], capsys) -> None:
+    """A value an option refuses: one line naming the option and what to give (no usage
+    block), exit 2."""
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    option = "--port" if "--port" in args else "--jobs"
-    assert option in err.splitlines()[-1]
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    line = _one_error_line(err)
+    assert line.startswith("modelhub: error: "), line
+    for word in words:
+        assert word in line, line
+    # As its own process too (the console script's path).
+    proc = run(*args, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", err)
 
 
 def test_read_only_store_is_one_line(zoo, tmp_path: Path) -> None:
-    """A store the user cannot write: one line naming MODELHUB_PATH, exit 2. As root the CLI
-    runs without CAP_DAC_OVERRIDE (setpriv), so that the permission bits hold for it too."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: permission bits do not apply")
-        drop = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", "--"]
+    """A store the user cannot write: one line naming MODELHUB_PATH, exit 2, for pull, import
+    and rm alike, and nothing of it changed. As root the CLI runs without CAP_DAC_OVERRIDE
+    (setpriv), so that the permission bits hold for it too."""
+    prefix = without_dac_override()
     store = tmp_path / "ro-store"
     store.mkdir()
+    env = {**os.environ, "MODELHUB_PATH": str(store)}
+    assert run("pull", "onnx:tiny-mlp", env=env).returncode == 0
     src = make_mlp(tmp_path / "m.onnx", seed=4)
-    store.chmod(0o555)
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+    chmod_tree(store, 0o555, 0o444)
     try:
-        for args in (["pull", "onnx:tiny-mlp"], ["import", str(src), "--as", "onnx:mine"]):
+        for args in (
+            ["pull", "onnx:other-mlp"],
+            ["import", str(src), "--as", "onnx:mine"],
+            ["rm", "onnx:tiny-mlp"],
+        ):
             proc = subprocess.run(
                 [*prefix, sys.executable, "-m", "modelhub", *args],
                 capture_output=True,
                 text=True,
-                env={**os.environ, "MODELHUB_PATH": str(store)},
+                env=env,
                 timeout=120,
             )
-            assert proc.returncode == 2, proc.stderr
+            assert proc.returncode == 2, (args, proc.stderr)
             line = _one_error_line(proc.stderr)
             assert "MODELHUB_PATH" in line and str(store) in line, line
     finally:
-        store.chmod(0o755)
+        chmod_tree(store, 0o755, 0o644)
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+    assert run("path", "onnx:tiny-mlp", env=env).returncode == 0  # rm removed nothing
 
 
 # --- 9: --storage compressed only where a hub has a compressed form ----------------------------
@@ -241,6 +261,9 @@ def test_storage_compressed_refused_where_there_is_no_compressed_form(
     assert main(["pull", "onnx:tiny-mlp", "--storage", "compressed"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "--storage compressed" in line and "onnx:tiny-mlp" in line
+    # A dry run refuses it as the pull does (never "would fetch").
+    assert main(["pull", "onnx:tiny-mlp", "--storage", "compressed", "--dry-run"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == line
     assert zoo.server.requests == []
     helptext = " ".join(_subparser("pull").format_help().split())
     assert "tfhub: a SavedModel kept as its downloaded .tar.gz archive" in helptext
@@ -300,12 +323,31 @@ def test_rm_of_a_model_not_there_does_not_suggest_pull(capsys) -> None:
 
 
 # --- 11: the options people expect ----------------------------------------------------------------
-def test_quiet_and_verbose_after_the_subcommand(zoo, store_root: Path, capsys) -> None:
-    assert main(["pull", "-q", "onnx:tiny-mlp"]) == 0
-    assert main(["list", "--quiet"]) == 0
-    assert main(["list", "-v"]) == 0
-    assert main(["info", "onnx:tiny-mlp", "--verbose"]) == 0
-    assert main(["-q", "list"]) == 0
+def test_quiet_and_verbose_after_the_subcommand(zoo, store_root: Path, tmp_path: Path) -> None:
+    """``-q`` silences the chatter and ``-v`` adds the logs, before or after the subcommand
+    (own processes: logging is configured once per process)."""
+    chatty = {"MODELHUB_QUIET": "0"}
+    toml = _toml(tmp_path / "set.toml", "onnx:tiny-mlp")
+    loud = run("sync", str(toml), env=chatty)
+    assert loud.returncode == 0, loud.stderr
+    assert "onnx:tiny-mlp" in loud.stderr and "synced 1/1" in loud.stderr  # progress, summary
+    for args in (
+        ["sync", str(toml), "-q"],
+        ["sync", "--quiet", str(toml)],
+        ["-q", "sync", str(toml)],
+    ):
+        proc = run(*args, env=chatty)
+        assert (proc.returncode, proc.stderr) == (0, ""), (args, proc.stderr)
+        assert "onnx:tiny-mlp" in proc.stdout  # results still on stdout
+    plain = run("pull", "onnx:other-mlp", env=chatty)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    for args in (["pull", "-v", "onnx:tiny-mlp"], ["pull", "onnx:tiny-mlp", "--verbose"]):
+        proc = run(*args, env=chatty)
+        assert proc.returncode == 0, proc.stderr
+        logs = proc.stderr.splitlines()
+        assert any(str(store_root) in ln and "link mode" in ln for ln in logs), logs
+        assert any("onnx:tiny-mlp: pulling" in ln for ln in logs), logs
+        assert all(ln.startswith("modelhub: ") for ln in logs), logs
 
 
 def test_unknown_flag_prints_the_subcommands_usage(capsys) -> None:
@@ -343,13 +385,29 @@ def _synopsis() -> dict[str, str]:
     return entries
 
 
+#: An option in the synopsis (``--stage``, ``-V``), not a hyphenated word (``re-hash``).
+_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+#: An option with the literal values it takes (``--stage auto|none|onnx``, ``--for dl4j``);
+#: metavars are upper case (``--jobs N``), defaults start with a digit (``--port 8080``).
+_CHOICES = re.compile(r"(--[\w-]+) ([a-z][a-z0-9]*(?:\|[a-z0-9]+)*)(?![\w.:/])")
+
+
+def _option_strings(parser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
 def test_readme_synopsis_lists_every_command_and_option() -> None:
+    """The README synopsis and the parser agree both ways: every command, option and choice
+    of the CLI is in the README, and every one the README shows is in the CLI."""
     entries = _synopsis()
     top = entries.pop("[-q|--quiet]")
-    for flag in ("--quiet", "--verbose", "--version", "-V"):
-        assert flag in top
-    missing = []
-    for name, sub in _subparser_map().items():
+    top_options = _option_strings(build_parser())
+    for flag in ("--quiet", "--verbose", "--version", "-V", "-q", "-v"):
+        assert flag in top and flag in top_options, flag
+    assert set(_OPTION.findall(top)) <= top_options, "README top line: unknown option"
+    missing, unknown = [], []
+    subparsers = _subparser_map()
+    for name, sub in subparsers.items():
         entry = entries.get(name, "")
         if not entry:
             missing.append(f"modelhub {name}")
@@ -359,8 +417,41 @@ def test_readme_synopsis_lists_every_command_and_option() -> None:
             wanted = longest and action.dest not in ("help", "quiet", "verbose")
             if wanted and not re.search(rf"{re.escape(longest)}\b", entry):
                 missing.append(f"modelhub {name} {longest}")
+            for choice in action.choices or ():
+                if not re.search(rf"(?<![\w-]){re.escape(str(choice))}(?![\w-])", entry):
+                    missing.append(f"modelhub {name} {longest or action.dest} {choice}")
+        # The other way: what the README shows, the CLI has.
+        options = _option_strings(sub)
+        unknown += [f"modelhub {name} {o}" for o in _OPTION.findall(entry) if o not in options]
+        for option, values in _CHOICES.findall(entry):
+            action = next((a for a in sub._actions if option in a.option_strings), None)
+            offered = [str(c) for c in (action.choices or ())] if action else []
+            unknown += [
+                f"modelhub {name} {option} {v}" for v in values.split("|") if v not in offered
+            ]
     assert not missing, "not in the README synopsis: " + ", ".join(missing)
-    assert sorted(entries) == sorted(_subparser_map()), "README lists a command the CLI lacks"
+    assert not unknown, "in the README synopsis, not in the CLI: " + ", ".join(unknown)
+    assert sorted(entries) == sorted(subparsers), "README lists a command the CLI lacks"
+
+
+def test_every_subcommand_help_has_the_grammar_examples_and_defaults() -> None:
+    """Every subcommand that takes a REF explains the reference grammar in its --help, every
+    subcommand shows two or three examples, and serve says its default port."""
+    grammar = ("hf:ORG/NAME[@REV][:PATH]", "onnx:NAME[@OPSET]", "url:URL")
+    takes_ref = []
+    for name, sub in _subparser_map().items():
+        helptext = sub.format_help()
+        flat = " ".join(helptext.split())
+        if any(action.metavar == "REF" for action in sub._actions):
+            takes_ref.append(name)
+            for part in grammar:
+                assert part in flat, (name, part)
+        examples = helptext.partition("\nexamples:\n")[2].splitlines()
+        assert 2 <= sum("modelhub " in ln for ln in examples) <= 4, (name, examples)
+    wanted = {"pull", "path", "info", "push", "verify", "rm", "import", "view", "outdated"}
+    assert set(takes_ref) >= wanted | {"check"}
+    serve = " ".join(_subparser("serve").format_help().split())
+    assert "--port PORT port (default: 8080" in serve, serve
 
 
 def test_every_option_has_a_help_line() -> None:

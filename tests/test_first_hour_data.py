@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import modelhub
-from modelhub.cli.main import main
+from modelhub.cli.main import build_parser, main
 from modelhub.errors import HashMismatchError, UsageError
 from tests.support.httpserver import HTTPTestServer
 from tests.support.onnx_models import make_mlp
@@ -68,6 +69,10 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
 
 # --- 1. --sha256 for every single-file model ------------------------------------------------------
 def test_sha256_is_honoured_for_an_onnx_zoo_model(zoo, store_root: Path, capsys) -> None:
+    # The dry run answers as the pull will: the zoo lists other bytes (exit 5).
+    code, out, dry_err = _cli(capsys, "pull", "onnx:tiny-mlp", "--sha256", ZERO, "--dry-run")
+    assert (code, out) == (5, ""), dry_err
+    assert dry_err.count("\n") == 1 and "sha256" in dry_err
     code, out, err = _cli(capsys, "pull", "onnx:tiny-mlp", "--sha256", ZERO)
     assert code == 5, err
     assert err.count("\n") == 1 and "sha256" in err and out == ""
@@ -92,6 +97,39 @@ def test_sha256_is_honoured_for_one_file_of_a_hf_repo(served, store_root: Path) 
     assert model.path.read_bytes() == served["config.json"]
 
 
+def test_sha256_is_honoured_for_a_keras_application(
+    tmp_path: Path, store_root: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """keras: weights (a file Keras publishes no hash for) through ``modelhub serve``: the
+    wrong --sha256 is exit 5 with nothing kept, in the store or in Keras' own cache."""
+    pytest.importorskip("keras")
+    h5py = pytest.importorskip("h5py")
+    from modelhub.importer import import_path
+    from modelhub.mirror.app import BackgroundMirror
+    from tests.support.keras_models import MOBILENET_V2_035_96
+
+    weights = tmp_path / "published" / MOBILENET_V2_035_96
+    weights.parent.mkdir()
+    with h5py.File(weights, "w") as h5:  # an HDF5 file: the hub checks the signature
+        h5.create_dataset("w", data=[1.0, 2.0, 3.0])
+    seed = modelhub.Store(tmp_path / "seed")
+    import_path(seed, weights, modelhub.parse("keras:MobileNetV2"))
+    keras_home = tmp_path / "keras-home"
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    args = ["pull", "keras:MobileNetV2", "--stage", "none", "--alpha", "0.35"]
+    args += ["--input-shape", "96,96,3"]
+    with BackgroundMirror(seed.root) as url:
+        monkeypatch.setenv("MODELHUB_MIRROR", url)
+        code, out, err = _cli(capsys, *args, "--sha256", ZERO)
+        assert (code, out) == (5, ""), err
+        assert err.count("\n") == 1 and "sha256" in err
+        assert _files_under(store_root) == []
+        assert not keras_home.exists() or [p for p in keras_home.rglob("*") if p.is_file()] == []
+        code, out, err = _cli(capsys, *args, "--sha256", _sha(weights.read_bytes()))
+        assert code == 0, err
+    assert Path(out.strip()).read_bytes() == weights.read_bytes()
+
+
 def test_sha256_of_a_folder_model_is_refused_pointing_at_the_lock(
     served, store_root: Path, capsys
 ) -> None:
@@ -99,6 +137,15 @@ def test_sha256_of_a_folder_model_is_refused_pointing_at_the_lock(
     assert code == 2, err
     assert err.count("\n") == 1 and "lock" in err
     assert _files_under(store_root) == []
+    # --help says so: any single-file model, never a folder of files.
+    pull_parser = build_parser()._modelhub_subparsers["pull"]  # type: ignore[attr-defined]
+    pull_help = " ".join(pull_parser.format_help().split())
+    assert "url: file" not in pull_help
+    assert "--sha256 HEX expected sha256 of a single-file model" in pull_help
+    assert "refused for a model that is a folder of files" in pull_help
+    # A dry run refuses it the same way (never "would fetch" what the pull refuses).
+    code, out, dry_err = _cli(capsys, "pull", REF, "--sha256", ZERO, "--dry-run")
+    assert (code, out, dry_err) == (2, "", err), (out, dry_err)
     # Also when the model is already in the store: never a silent cache hit.
     modelhub.pull(REF)
     with pytest.raises(UsageError, match="lock"):
@@ -288,3 +335,91 @@ def test_a_staging_failure_after_publication_leaves_only_what_was_there(
             (blocker / "mine.txt").relative_to(store_root).as_posix()
         ]
         assert list(modelhub.Store().manifests()) == []
+
+
+# --- 10. errors that carry the reference name it once (multi-ref pull, sync, outdated) ----------
+#: REFs as a user may write them -> their canonical form, which the hub's errors name.
+_BAD_REFS = {
+    f"{REF}@no-such-rev": f"{REF}@no-such-rev",
+    f"https://huggingface.co/{REPO}/tree/other-rev": f"{REF}@other-rev",
+    f"{REF}@main:missing.json": f"{REF}:missing.json",
+}
+
+
+def _errors(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("modelhub: error: ")]
+
+
+def _names_each_once(errors: list[str]) -> None:
+    """One error line per bad REF, naming it once (as the hub's error does), never as given
+    in another form besides."""
+    assert len(errors) == len(_BAD_REFS), errors
+    for canonical in _BAD_REFS.values():
+        [line] = [ln for ln in errors if f"{canonical}:" in ln]
+        assert line.count("hf:") == 1 and "huggingface.co" not in line, line
+
+
+def test_hub_errors_carrying_the_reference_name_it_once(
+    served, store_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    good = f"{REF}:config.json"
+    code, out, err = _cli(capsys, "pull", good, *_BAD_REFS)
+    assert code == 3, err
+    _names_each_once(_errors(err))
+    # --json: each failure's error is the line stderr shows, its REF first.
+    code, out, err = _cli(capsys, "pull", "--json", good, *_BAD_REFS)
+    assert code == 3, err
+    docs = json.loads(out)
+    shown = [ln.removeprefix("modelhub: error: ") for ln in _errors(err)]
+    assert [d["error"] for d in docs] == [None, *shown]
+    assert [d["ref"] for d in docs] == [good, *_BAD_REFS]
+    # A sync prints each failure once, naming its model once.
+    toml = tmp_path / "set.toml"
+    toml.write_text("".join(f'[[model]]\nref = "{r}"\n\n' for r in [good, *_BAD_REFS]))
+    code, out, err = _cli(capsys, "sync", str(toml))
+    assert code == 3, err
+    _names_each_once(_errors(err))
+    # outdated: an upstream that cannot be reached is said once per model, named once.
+    monkeypatch.setenv("MODELHUB_MIRROR", served_dead_url())
+    monkeypatch.setenv("MODELHUB_RETRIES", "0")
+    code, out, err = _cli(capsys, "outdated")
+    assert code == 6, err
+    [line] = [ln for ln in err.splitlines() if good in ln]
+    assert line.count("hf:") == 1 and line.startswith("modelhub: unreachable: "), line
+
+
+def served_dead_url() -> str:
+    """A loopback URL nothing listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- 14. a dry run of an hf: model ----------------------------------------------------------------
+def test_hf_dry_run_lists_the_snapshot_and_writes_nothing(
+    served, store_root: Path, tmp_path: Path, capsys
+) -> None:
+    code, out, err = _cli(capsys, "pull", REF, "--dry-run", "--json")
+    assert code == 0, err
+    [plan] = json.loads(out)
+    assert plan["status"] == "would fetch" and plan["exit_code"] == 0
+    listed = {f["path"].rsplit(f"{REPO}/", 1)[1]: f for f in plan["files"]}
+    assert set(listed) == set(served)
+    for name, data in served.items():
+        assert listed[name]["size"] == len(data) and listed[name]["present"] is False
+        assert listed[name]["abspath"] == str(store_root / listed[name]["path"])
+        assert f"/{REPO}/resolve/" in listed[name]["url"]
+    assert plan["fetch_files"] == len(served)
+    assert plan["fetch_bytes"] == sum(len(d) for d in served.values())
+    assert _files_under(store_root) == []
+    assert [p for p in (tmp_path / "hf-cache").rglob("*") if p.is_file()] == []  # nor the SDK cache
+    code, out, err = _cli(capsys, "pull", REF, "--dry-run")
+    assert code == 0, err
+    assert out.startswith(f"{REF}: would fetch {len(served)} file(s), ")
+    # Once pulled, the dry run answers from the store (no network).
+    model = modelhub.pull(REF)
+    code, out, err = _cli(capsys, "pull", REF, "--dry-run")
+    assert (code, out) == (0, f"{REF}: in store ({model.path})\n"), err

@@ -102,10 +102,27 @@ def test_pull_info_list_share_the_model_object(zoo, capsys) -> None:
     assert {k: listed[k] for k in model_keys} == model_keys
 
 
+def _json_and_errors(
+    capsys: pytest.CaptureFixture[str], *args: str, code: int
+) -> tuple[Any, list[str]]:
+    """The JSON document and the error lines on stderr, without ``modelhub: error: ``."""
+    capsys.readouterr()
+    assert main(list(args)) == code
+    out, err = capsys.readouterr()
+    prefix = "modelhub: error: "
+    return json.loads(out), [ln.removeprefix(prefix) for ln in err.splitlines() if prefix in ln]
+
+
 def test_a_failure_in_a_multi_ref_pull_is_in_the_json(zoo, capsys) -> None:
-    docs = _json(
+    docs, errors = _json_and_errors(
         capsys, "pull", "onnx:tiny-mlp", "onnx:no-such-model", "onnx:other-mlp", "--json", code=3
     )
+    # The error as stderr shows it, naming its REF first.
+    [shown] = errors
+    assert shown.startswith("onnx:no-such-model: ") and docs[1]["error"] == shown
+    # One REF: stderr needs no name, the JSON's error still starts with it.
+    [single], [line] = _json_and_errors(capsys, "pull", "onnx:no-such-model", "--json", code=3)
+    assert single["error"] == f"onnx:no-such-model: {line}" == shown
     assert [d["ref"] for d in docs] == ["onnx:tiny-mlp", "onnx:no-such-model", "onnx:other-mlp"]
     ok, missing, other = docs
     _result(ok)
@@ -153,6 +170,13 @@ def test_sync_json_models_are_result_objects(zoo, tmp_path: Path, capsys) -> Non
     _result(ok)
     _result(failed, failed=True)
     assert failed["exit_code"] == 3 and failed["status"] == "failed"
+    assert failed["error"].startswith("onnx:no-such-model: ")
+    os.chdir(tmp_path)
+    try:
+        again, errors = _json_and_errors(capsys, "sync", "set/dev.toml", "--json", code=3)
+    finally:
+        os.chdir(cwd)
+    assert [m["error"] for m in again["models"] if m["error"]] == errors  # as stderr shows it
 
 
 def test_dry_run_json_plans(zoo, store_root: Path, capsys) -> None:
@@ -180,3 +204,24 @@ def test_dry_run_json_plans(zoo, store_root: Path, capsys) -> None:
     for doc in docs:
         for entry in doc["files"]:
             assert os.path.isabs(entry["abspath"])
+
+
+def test_gc_json_paths_are_absolute(zoo, store_root: Path, capsys) -> None:
+    """gc's items, kept entries and removed items give absolute ``path``s (``rel``: the
+    store-relative name beside it)."""
+    assert main(["pull", "onnx:tiny-mlp", "-q"]) == 0
+    stray = store_root / "onnx" / "stray.onnx"
+    stray.write_bytes(b"not owned")
+    recent = store_root / ".modelhub" / "tmp" / "mystery.bin"
+    recent.parent.mkdir(parents=True, exist_ok=True)
+    recent.write_bytes(b"in flight")  # recently modified, owner unknown: kept
+    plan = _json(capsys, "gc", "--dry-run", "--json")
+    [item] = plan["items"]
+    assert item["path"] == str(stray) and item["rel"] == "onnx/stray.onnx"
+    [kept] = plan["kept"]
+    assert kept["path"] == str(recent) and kept["rel"] == ".modelhub/tmp/mystery.bin"
+    done = _json(capsys, "gc", "--json")
+    assert [i["path"] for i in done["removed"]] == [str(stray)] and not stray.exists()
+    for entry in [*done["items"], *done["kept"], *done["removed"]]:
+        assert os.path.isabs(entry["path"]) and not os.path.isabs(entry["rel"])
+        assert entry["path"] == str(store_root / entry["rel"])

@@ -560,7 +560,7 @@ def test_a_killed_helper_fails_the_hf_models_only(
     for ref in HF[:2]:
         assert status[ref] == (
             "failed",
-            f"the hf helper process {helpers[0]} died: killed by SIGKILL",
+            f"{ref}: the hf helper process {helpers[0]} died: killed by SIGKILL",
         )
     store = Store(store_root)
     assert all(store.manifest(parse(ref)) is None for ref in HF[:2])

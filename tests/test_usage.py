@@ -178,7 +178,7 @@ def test_gc_dry_run_then_gc(pulled: Store, capsys: pytest.CaptureFixture[str]) -
     litter = _litter(pulled)
     owned = _owned(pulled)
     doc = _json(capsys, "gc", "--dry-run", "--json")
-    planned = {(i["kind"], i["path"]) for i in doc["items"]}
+    planned = {(i["kind"], i["rel"]) for i in doc["items"]}
     tmp = layout.TMP
     dead_key = layout.ref_key(parse("onnx:crashed"))
     assert planned == {

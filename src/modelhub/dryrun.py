@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import settings
-from .errors import EXIT_OK, exit_code_for
+from .errors import EXIT_OK, UsageError, exit_code_for
 from .hubs import RemoteFile, get_hub
 from .hubs.base import PREVIEW_CACHED
-from .pipeline import _damaged, _satisfied, _stage_for, as_ref
+from .pipeline import _damaged, _pin, _refuse_folder_pin, _satisfied, _stage_for, as_ref
 from .store import Store
 
 
@@ -143,7 +143,12 @@ def _dry_run(
     sha256: str | None,
     opts: dict[str, Any],
 ) -> DryRun:
+    _refuse_folder_pin(mref, sha256)  # refused as the pull refuses it, before any I/O
     hub = get_hub(mref.hub, st)
+    if storage not in hub.storages:
+        raise UsageError(
+            f"{mref}: --storage {storage}: this hub has no {storage} form; leave the option out"
+        )
     fmt = _stage_for(hub, mref, stage)
     found = st.manifest(mref)
     if (
@@ -161,6 +166,8 @@ def _dry_run(
         plan = probe.preview(mref, offline=offline, options={**opts, "storage": storage})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if sha256:
+        _pin(plan, sha256)  # a hub that lists other bytes, or several files: as the pull says
     cached = set(plan.details.get(PREVIEW_CACHED) or ()) if not force else set()
     files = [
         _planned(st, rf, None if force else plan.sdk_cache, rf.rel in cached, offline)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import EXIT_INTEGRITY, EXIT_OK, UsageError
+from .options import ref_help
 from .output import err, out, table
 
 
@@ -18,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "importers, run it on its parity fixture and record the result in the manifest "
         "(needs Java 17 and Maven; exit 5 when an import fails or differs beyond tolerance).",
     )
-    p.add_argument("refs", nargs="*", metavar="REF", help="models to check (or --all)")
+    p.add_argument("refs", nargs="*", metavar="REF", help=ref_help("models to check (or --all)"))
     p.add_argument("--all", action="store_true", help="every model in the store with a staged file")
     p.add_argument(
         "--importer", required=True, choices=["dl4j"], help="the import framework (dl4j)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,8 @@ from .jsonout import dumps, error_text, model_doc, result_doc
 from .output import err as _err
 from .output import human_size, note, report
 from .output import out as _out
+
+log = logging.getLogger(__name__)
 
 
 def _pull_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,6 +92,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     def one(ref: str) -> tuple[Model, float]:
         started = time.monotonic()
+        log.info("%s: pulling (stage %s, storage %s)", ref, args.stage, args.storage)
         model = pull(
             ref,
             stage=args.stage,
@@ -101,7 +105,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
             options=_pull_options(args),
             remote=args.remote,
         )
-        return model, time.monotonic() - started
+        seconds = time.monotonic() - started
+        log.info("%s: %s in %.2f s", ref, model.path, seconds)
+        return model, seconds
 
     jobs = args.jobs or min(4, len(refs))
     results: list[tuple[Model, float] | BaseException] = []
@@ -165,6 +171,7 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``modelhub info REF``: the manifest (JSON with --json, a summary otherwise)."""
+    from ..hubs.access import describe as describe_access
     from ..pipeline import as_ref
 
     store = Store()
@@ -181,6 +188,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"created:    {manifest.created}",
         f"source:     {', '.join(manifest.source)}",
         f"sdk_cache:  {manifest.sdk_cache or '-'}",
+        f"access:     {describe_access(manifest)}",
         "files:",
     ]
     lines += [f"  {f.path}  {human_size(f.size)}  sha256:{f.sha256}" for f in manifest.files]
@@ -295,8 +303,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 now = repair(manifest.ref, store=store).manifest
                 status, error, failure = "repaired", None, EXIT_OK
             except Exception as exc:
-                failure = report(exc)
-                status, error = "failed", error_text(exc)
+                failure = report(exc, manifest.ref)
+                status, error = "failed", error_text(exc, manifest.ref)
         elif problems:
             note(
                 manifest.ref,
@@ -402,7 +410,8 @@ def _serve_access(args: argparse.Namespace, root: Path) -> tuple[Any, list[str]]
     hidden = withheld(root)
     if hidden and not tokens:
         notes.append(
-            f"{hidden} model(s) from gated or private sources are not served; give "
+            f"{hidden} model(s) from gated or private sources (or of unknown access: "
+            "`modelhub info` says which) are not served; give "
             "--auth-tokens FILE to serve them to token holders"
         )
     return access, notes

@@ -84,13 +84,14 @@ def unknown_model(ref: str) -> dict[str, Any]:
     return doc
 
 
-def error_text(exc: BaseException | None) -> str | None:
-    """``exc`` as the one line the CLI prints for it, without the ``modelhub: error:`` prefix."""
+def error_text(exc: BaseException | None, ref: object = None) -> str | None:
+    """``exc`` as the one line the CLI prints for it about ``ref`` (``REF: MESSAGE``, the
+    reference named once), without the ``modelhub: error:`` prefix."""
     if exc is None:
         return None
     from .output import PROG, error_line
 
-    return error_line(exc)[0].removeprefix(f"{PROG}: error: ")
+    return error_line(exc, ref)[0].removeprefix(f"{PROG}: error: ")
 
 
 def result_doc(
@@ -105,7 +106,7 @@ def result_doc(
 ) -> dict[str, Any]:
     """A result object: the model object (or an unknown one) and how the command went."""
     doc = model_doc(store, manifest) if manifest is not None else unknown_model(ref)
-    message = error if isinstance(error, str) or error is None else error_text(error)
+    message = error if isinstance(error, str) or error is None else error_text(error, ref)
     doc.update(status=status, error=message, exit_code=exit_code, seconds=round(seconds, 3))
     return doc
 

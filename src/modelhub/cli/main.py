@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from .. import config
 from .._frameworks import leaving, own_process
 from ..errors import EXIT_USAGE, ModelhubError
-from .options import REF_HELP, add_common, add_examples, port, verbosity
+from .options import REF_HELP, add_common, add_examples, log_setup, port, ref_help, verbosity
 from .output import PROG, report
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
@@ -35,7 +35,12 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--storage", default="uncompressed", choices=list(STORAGES), help=storage_help())
     p.add_argument("--revision", help="branch, tag, commit, opset or weights to pull")
-    p.add_argument("--sha256", help="expected sha256 of a url: file")
+    p.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="expected sha256 of a single-file model (exit 5 on a mismatch, nothing kept); "
+        "refused for a model that is a folder of files: pin those with a lock (sync)",
+    )
     p.add_argument("--offline", action="store_true", help="never use the network")
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.add_argument("--jobs", "-j", type=jobs, default=0, help="models pulled in parallel")
@@ -95,11 +100,11 @@ def _add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``modelhub`` command."""
-    import argparse
 
     from .. import __version__
+    from .options import parser_class
 
-    parser = argparse.ArgumentParser(
+    parser = parser_class()(
         prog=PROG,
         description="Pull pretrained models from every model hub into one store, import-ready.",
     )
@@ -122,20 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("push", help="publish models from the store to the shared s3:// store")
-    p.add_argument("refs", nargs="+", metavar="REF", help="models in the store to publish")
+    p.add_argument(
+        "refs", nargs="+", metavar="REF", help=ref_help("models in the store to publish")
+    )
     p.add_argument(
         "--remote", metavar="URL", help="s3://BUCKET[/PREFIX] (default: $MODELHUB_REMOTE)"
     )
 
     p = sub.add_parser("verify", help="re-hash models against their manifests")
-    p.add_argument("refs", nargs="*", metavar="REF", help="default: every model in the store")
+    p.add_argument(
+        "refs", nargs="*", metavar="REF", help=ref_help("default: every model in the store")
+    )
     p.add_argument(
         "--repair", action="store_true", help="fetch damaged models again at once (as pulled)"
     )
     p.add_argument("--json", action="store_true", help="print a result per model as JSON")
 
     p = sub.add_parser("rm", help="remove a model (and only it)")
-    p.add_argument("ref", metavar="REF", help="the model to remove")
+    p.add_argument("ref", metavar="REF", help=ref_help("the model to remove"))
     p.add_argument(
         "--force", action="store_true", help="remove it even if another model shares its files"
     )
@@ -143,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="put local files into the store as REF")
     p.add_argument("src", metavar="PATH", help="a file or folder (a snapshot, a SavedModel)")
     p.add_argument(
-        "--as", dest="ref", required=True, metavar="REF", help="the reference to file it as"
+        "--as", dest="ref", required=True, metavar="REF", help=ref_help("what to file it as")
     )
     p.add_argument("--force", action="store_true", help="replace an existing entry")
 
@@ -220,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config.settings()  # a bad setting is refused before anything runs
+        if args.verbose:
+            log_setup()
         return handler(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -15,7 +15,7 @@ from ..config import override
 from ..errors import EXIT_CHANGES, EXIT_OK
 from ..store import Store
 from .jsonout import model_size, result_doc
-from .options import jobs, port
+from .options import jobs, port, ref_help
 from .output import about, error_line, human_size, quiet, table, way_out
 from .output import err as _err
 from .output import out as _out
@@ -85,7 +85,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--json", action="store_true", help="print the plan and result as JSON")
 
     p = sub.add_parser("view", help="open a model in the netron viewer (127.0.0.1)")
-    p.add_argument("ref", metavar="REF", help="the model (pulled first when missing)")
+    p.add_argument("ref", metavar="REF", help=ref_help("the model (pulled first when missing)"))
     p.add_argument("--no-browser", action="store_true", help="only print the URL")
     p.add_argument("--port", type=port, default=0, help="port (default: any free port)")
     p.add_argument("--original", action="store_true", help="the original, not the staged file")
@@ -97,7 +97,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         f"since they were pulled. Exit 0: nothing changed; exit {EXIT_CHANGES}: changes "
         "found; 6: a hub was unreachable; other codes: the contract's errors.",
     )
-    p.add_argument("refs", nargs="*", metavar="REF", help="default: every model in the store")
+    p.add_argument(
+        "refs", nargs="*", metavar="REF", help=ref_help("default: every model in the store")
+    )
     p.add_argument("--jobs", "-j", type=jobs, help="hubs asked in parallel (default: 8)")
     p.add_argument("--json", action="store_true", help="print every model's state as JSON")
 
@@ -414,6 +416,20 @@ def _plan_lines(plan: GcPlan, verb: str) -> list[str]:
     return lines
 
 
+def _gc_paths(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (an item or a kept entry of ``gc --json``) with its ``path`` absolute, as every
+    path in ``--json`` is; the store-relative one stays beside it as ``rel``."""
+    rel = str(doc["path"])
+    return {**doc, "path": str(store.root.absolute() / rel), "rel": rel}
+
+
+def _gc_doc(store: Store, plan: GcPlan) -> dict[str, Any]:
+    doc = plan.as_dict()
+    doc["items"] = [_gc_paths(store, item) for item in doc["items"]]
+    doc["kept"] = [_gc_paths(store, kept) for kept in doc["kept"]]
+    return doc
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     """``modelhub gc``: print what would be freed, then free it (unless ``--dry-run``)."""
     from ..errors import NotFoundError
@@ -430,7 +446,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         keep = set(lock)
     plan = plan_gc(store, keep)
     if args.json and args.dry_run:
-        _out(json.dumps({"dry_run": True, **plan.as_dict()}, indent=2, sort_keys=True))
+        _out(json.dumps({"dry_run": True, **_gc_doc(store, plan)}, indent=2, sort_keys=True))
         return EXIT_OK
     if not args.json:
         verb = "would remove" if args.dry_run else "removing"
@@ -448,9 +464,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "dry_run": False,
-            **plan.as_dict(),
-            "removed": [i.as_dict() for i in result.removed],
-            "skipped": [{**i.as_dict(), "why": why} for i, why in result.skipped],
+            **_gc_doc(store, plan),
+            "removed": [_gc_paths(store, i.as_dict()) for i in result.removed],
+            "skipped": [{**_gc_paths(store, i.as_dict()), "why": why} for i, why in result.skipped],
             "freed": result.bytes,
         }
         _out(json.dumps(doc, indent=2, sort_keys=True))

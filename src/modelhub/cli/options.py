@@ -6,6 +6,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, NoReturn
 
 
 #: The help of a REF argument: the grammar in short (the README's "References" in full).
@@ -15,6 +16,12 @@ REF_HELP = (
     "torch:NAME[@WEIGHTS] or torch:OWNER/REPO[:REF]/ENTRY, keras:NAME[/notop], url:URL, "
     "or a hub's https URL"
 )
+
+
+def ref_help(what: str) -> str:
+    """The help of a REF argument: ``what`` it is for this subcommand, then the grammar."""
+    return f"{what}: {REF_HELP}"
+
 
 #: Two or three examples per subcommand, shown at the end of its --help.
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -27,7 +34,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "path": ("modelhub path onnx:mnist", 'python infer.py "$(modelhub path torch:resnet18)"'),
     "info": ("modelhub info onnx:mnist", "modelhub info torch:resnet18 --json"),
     "list": ("modelhub list", "modelhub list --json", "modelhub list --remote s3://team/models"),
-    "push": ("modelhub push onnx:mnist --remote s3://team/models",),
+    "push": (
+        "modelhub push onnx:mnist --remote s3://team/models",
+        "MODELHUB_REMOTE=s3://team/models modelhub push onnx:mnist torch:resnet18",
+        "modelhub push hf:google-bert/bert-base-uncased -q",
+    ),
     "verify": ("modelhub verify", "modelhub verify onnx:mnist --json", "modelhub verify --repair"),
     "rm": ("modelhub rm onnx:mnist", "modelhub rm torch:resnet18 --force"),
     "import": (
@@ -60,6 +71,50 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "check": ("modelhub check onnx:mnist --importer dl4j", "modelhub check --all --importer dl4j"),
 }
+
+
+_PARSER: list[type[argparse.ArgumentParser]] = []
+
+
+def parser_class() -> type[argparse.ArgumentParser]:
+    """The command line's ``ArgumentParser``: a value an option or argument refuses (a bad
+    number, a choice not offered) is one line naming the option and what to give, exit 2; an
+    unknown option or a missing argument still shows the (sub)command's usage."""
+    if _PARSER:
+        return _PARSER[0]
+    import argparse
+
+    from .output import PROG
+
+    class Parser(argparse.ArgumentParser):
+        """``ArgumentParser`` whose value errors are one line."""
+
+        bad_value: argparse.ArgumentError | None = None
+
+        def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+            try:
+                return super()._get_value(action, arg_string)
+            except argparse.ArgumentError as exc:
+                self.bad_value = exc
+                raise
+
+        def _check_value(self, action: argparse.Action, value: Any) -> None:
+            try:
+                super()._check_value(action, value)
+            except argparse.ArgumentError as exc:
+                self.bad_value = exc
+                raise
+
+        def error(self, message: str) -> NoReturn:
+            bad = self.bad_value
+            if bad is None or str(bad) != message:
+                super().error(message)
+            command = self.prog.removeprefix(PROG).strip()
+            where = " ".join(w for w in (command, bad.argument_name or "") if w)
+            self.exit(2, f"{PROG}: error: {where}: {bad.message}\n")
+
+    _PARSER.append(Parser)
+    return Parser
 
 
 def add_examples(parser: argparse.ArgumentParser, name: str) -> None:
@@ -107,6 +162,24 @@ def verbosity(level: int) -> None:
     )
     if level > 1:
         config.override(debug=True)
+
+
+def log_setup() -> None:
+    """With ``-v``: log once what this command runs against (the store, its link mode, the
+    offline switch, whether a mirror is used; never the mirror's URL, which may hold a
+    password)."""
+    import logging
+
+    from .. import config
+
+    s = config.settings()
+    logging.getLogger("modelhub.cli").info(
+        "store %s (link mode %s)%s%s",
+        s.store_root,
+        s.link_mode,
+        "; offline" if s.offline else "",
+        "; hubs through MODELHUB_MIRROR" if s.mirror else "",
+    )
 
 
 def port(text: str) -> int:
@@ -158,7 +231,10 @@ __all__ = [
     "add_common",
     "add_examples",
     "jobs",
+    "log_setup",
+    "parser_class",
     "port",
+    "ref_help",
     "storage_help",
     "verbosity",
 ]

@@ -103,10 +103,27 @@ def explain(exc: BaseException) -> BaseException:
     return exc
 
 
-def about(ref: object, message: str) -> str:
-    """``REF: MESSAGE``, unless the message already names the reference (never twice)."""
+def _names(ref: object) -> set[str]:
+    """The ways a message may name ``ref``: as given, and its canonical form (a hub URL or
+    ``hf:ORG/NAME@main:FILE`` as given is ``hf:ORG/NAME...`` in the errors)."""
+    from contextlib import suppress
+
+    from ..errors import ModelhubError
+    from ..refs import ModelRef, parse
+
     text = str(ref)
-    return message if text in message else f"{text}: {message}"
+    names = {text}
+    with suppress(ModelhubError):  # not a reference (a model set's entry name): as given only
+        names.add((ref if isinstance(ref, ModelRef) else parse(text)).canonical)
+    return names
+
+
+def about(ref: object, message: str) -> str:
+    """``REF: MESSAGE``, unless the message already names the reference, as given or in its
+    canonical form (never twice)."""
+    if any(name in message for name in _names(ref)):
+        return message
+    return f"{ref}: {message}"
 
 
 def error_line(exc: BaseException, ref: object = None) -> tuple[str, int]:

@@ -36,7 +36,7 @@ def show(plans: list[Any], as_json: bool) -> int:
         if plan.error is not None:
             code = code or report(plan.error, plan.ref)
             if as_json:
-                docs.append(plan.as_dict(error_text(plan.error)))
+                docs.append(plan.as_dict(error_text(plan.error, plan.ref)))
             continue
         if as_json:
             docs.append(plan.as_dict())

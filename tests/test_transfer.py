@@ -453,6 +453,48 @@ def test_parallel_download_leaves_its_connections_alive_in_the_pool(
                 c.close()
 
 
+def test_connections_are_reused_in_a_process_with_many_files_open(tmp_path: Path) -> None:
+    """An idle connection's liveness check must work for any descriptor: ``select`` refuses
+    those from 1024 up, and every pooled connection then counted as dead (a full test run, or
+    a big sync, has that many files open). Run in a child with 1100 descriptors open."""
+    import subprocess
+    import sys
+
+    code = f"""
+import os, resource, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = 2048 if hard == resource.RLIM_INFINITY else min(hard, 2048)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+held = [open(os.devnull) for _ in range(1100)]
+from modelhub import download_job
+from modelhub.connections import POOL
+from modelhub.transfer import download_file
+from tests.support.httpserver import HTTPTestServer
+download_job.SINGLE_STREAM_RATE = float("inf")
+download_job.MIN_GAIN = float("-inf")
+big = Path({str(tmp_path)!r}) / "big.bin"
+big.write_bytes(os.urandom(40 << 20))
+with HTTPTestServer({{"/big.bin": big}}) as srv:
+    d = download_file(srv.url + "/big.bin", big.with_suffix(".part"), connections=4)
+    idle = [c for conns in POOL._idle.values() for c in conns]
+    assert min(c.http.sock.fileno() for c in idle) >= 1024, "descriptors below 1024"
+    gets = [r for r in srv.requests if r.method == "GET"]
+    print(d.connections, srv.connections, len(gets), sum(not c.is_stale() for c in idle))
+"""
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    workers, accepted, requests, alive = map(int, proc.stdout.split())
+    # More requests than connections: a worker's next run went out on its pooled connection.
+    assert workers == 4 and accepted == 4 and requests > accepted and alive == accepted
+
+
 @pytest.mark.usefixtures("slow_link")
 def test_parallel_survives_drops_and_5xx(big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big

@@ -71,11 +71,19 @@ class Conn:
             self.http.sock.settimeout(timeout)
 
     def is_stale(self) -> bool:
-        """An idle keep-alive socket that is readable has been closed by the server."""
+        """An idle keep-alive socket that is readable has been closed by the server.
+
+        ``poll``, not ``select``: ``select`` refuses descriptors from 1024 up (ValueError), so
+        in a process with many files open every idle connection looked dead and none was
+        reused."""
         sock = self.http.sock
         if sock is None:
             return False
         try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+                return bool(poller.poll(0))
             readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return True

@@ -495,6 +495,42 @@ with HTTPTestServer({{"/big.bin": big}}) as srv:
     assert workers == 4 and accepted == 4 and requests > accepted and alive == accepted
 
 
+def test_the_pool_closes_connections_it_no_longer_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle connections are not kept forever: beyond MAX_ORIGINS origins the least recently
+    used one's are closed, and one idle longer than IDLE_MAX is closed instead of reused (a
+    long sync or a mirror talks to many hosts; each idle socket holds a descriptor)."""
+    from modelhub import connections
+
+    monkeypatch.setattr(connections, "MAX_ORIGINS", 2)
+    pool = connections.ConnectionPool()
+    servers = [HTTPTestServer({"/x": b"x"}) for _ in range(3)]
+    try:
+        used = []
+        for srv in servers:
+            srv.start()
+            target = parse_url(f"{srv.url}/x")
+            conn = pool.get(target, 5.0)
+            resp = conn.request("GET", target, {})
+            assert resp.read() == b"x"
+            pool.put(conn, resp)
+            used.append((target, conn))
+        assert pool.idle_count() == 2
+        assert used[0][1].http.sock is None, "the least recently used origin's connection"
+        assert all(conn.http.sock is not None for _, conn in used[1:])
+        again = pool.get(used[2][0], 5.0)
+        assert again is used[2][1] and again.reused
+        again.close()
+        monkeypatch.setattr(connections, "IDLE_MAX", 0.0)
+        time.sleep(0.01)
+        stale = pool.get(used[1][0], 5.0)
+        assert stale is not used[1][1] and not stale.reused
+        assert used[1][1].http.sock is None and pool.idle_count() == 0
+        stale.close()
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 @pytest.mark.usefixtures("slow_link")
 def test_parallel_survives_drops_and_5xx(big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big

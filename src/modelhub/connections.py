@@ -11,6 +11,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 
 from ._http import DRAIN_LIMIT, MiB, Target, _proxy_headers, classify_os_error, proxy_for
@@ -135,11 +136,23 @@ class Conn:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+#: An idle connection older than this is closed rather than reused (servers drop idle
+#: keep-alive connections after 5–60 s; a dead one only costs a failed first read, but it holds
+#: a descriptor until then).
+IDLE_MAX = 60.0
+#: Origins (scheme, host, port, proxy) with idle connections kept; the least recently used
+#: one's connections are closed beyond it (a long sync or a mirror talks to many hosts).
+MAX_ORIGINS = 32
+
+
 class ConnectionPool:
-    """Idle keep-alive connections by (scheme, host, port, proxy), shared by threads."""
+    """Idle keep-alive connections by (scheme, host, port, proxy), shared by threads; at most
+    ``max_idle_per_key`` per origin, :data:`MAX_ORIGINS` origins, none idle longer than
+    :data:`IDLE_MAX` seconds."""
 
     def __init__(self, max_idle_per_key: int = 16) -> None:
-        self._idle: dict[PoolKey, list[Conn]] = {}
+        self._idle: dict[PoolKey, list[Conn]] = {}  # insertion order: least recently used first
+        self._since: dict[int, float] = {}  # id(conn) -> when it went idle
         self._lock = threading.Lock()
         self._max = max_idle_per_key
 
@@ -151,10 +164,11 @@ class ConnectionPool:
             with self._lock:
                 conns = self._idle.get(key)
                 conn = conns.pop() if conns else None
+                since = self._since.pop(id(conn), 0.0) if conn is not None else 0.0
             if conn is None:
                 conn = Conn(target, proxy, timeout)
                 break
-            if conn.is_stale():
+            if time.monotonic() - since > IDLE_MAX or conn.is_stale():
                 conn.close()
                 continue
             conn.reused = True
@@ -171,12 +185,42 @@ class ConnectionPool:
         if resp is None or not resp.isclosed() or resp.will_close or conn.http.sock is None:
             conn.close()
             return
+        now = time.monotonic()
+        closing: list[Conn] = []
         with self._lock:
-            conns = self._idle.setdefault(conn.key, [])
+            conns = self._idle.pop(conn.key, [])
+            self._idle[conn.key] = conns  # now the most recently used origin
             if len(conns) < self._max:
                 conns.append(conn)
-                return
-        conn.close()
+                self._since[id(conn)] = now
+            else:
+                closing.append(conn)
+            closing += self._evict(now)
+        for old in closing:
+            old.close()
+
+    def _evict(self, now: float) -> list[Conn]:
+        """Take out (under the lock) the connections idle too long and the origins beyond
+        :data:`MAX_ORIGINS`; the caller closes them."""
+        out: list[Conn] = []
+        for key in list(self._idle):
+            conns = self._idle[key]
+            keep = [c for c in conns if now - self._since.get(id(c), now) <= IDLE_MAX]
+            out += [c for c in conns if c not in keep]
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        while len(self._idle) > MAX_ORIGINS:
+            out += self._idle.pop(next(iter(self._idle)))
+        for c in out:
+            self._since.pop(id(c), None)
+        return out
+
+    def idle_count(self) -> int:
+        """How many idle connections the pool holds now."""
+        with self._lock:
+            return sum(len(conns) for conns in self._idle.values())
 
 
 POOL = ConnectionPool()

@@ -48,6 +48,7 @@ class Conn:
         self.key: PoolKey = (*target.origin, proxy.hostport if proxy else None)
         self.proxy = proxy
         self.reused = False
+        self.idle_since = 0.0  # time.monotonic() when the pool took it back
         self.http: http.client.HTTPConnection
         if proxy is None:
             if target.scheme == "https":
@@ -152,7 +153,6 @@ class ConnectionPool:
 
     def __init__(self, max_idle_per_key: int = 16) -> None:
         self._idle: dict[PoolKey, list[Conn]] = {}  # insertion order: least recently used first
-        self._since: dict[int, float] = {}  # id(conn) -> when it went idle
         self._lock = threading.Lock()
         self._max = max_idle_per_key
 
@@ -164,11 +164,10 @@ class ConnectionPool:
             with self._lock:
                 conns = self._idle.get(key)
                 conn = conns.pop() if conns else None
-                since = self._since.pop(id(conn), 0.0) if conn is not None else 0.0
             if conn is None:
                 conn = Conn(target, proxy, timeout)
                 break
-            if time.monotonic() - since > IDLE_MAX or conn.is_stale():
+            if time.monotonic() - conn.idle_since > IDLE_MAX or conn.is_stale():
                 conn.close()
                 continue
             conn.reused = True
@@ -191,8 +190,8 @@ class ConnectionPool:
             conns = self._idle.pop(conn.key, [])
             self._idle[conn.key] = conns  # now the most recently used origin
             if len(conns) < self._max:
+                conn.idle_since = now
                 conns.append(conn)
-                self._since[id(conn)] = now
             else:
                 closing.append(conn)
             closing += self._evict(now)
@@ -205,16 +204,14 @@ class ConnectionPool:
         out: list[Conn] = []
         for key in list(self._idle):
             conns = self._idle[key]
-            keep = [c for c in conns if now - self._since.get(id(c), now) <= IDLE_MAX]
-            out += [c for c in conns if c not in keep]
+            keep = [c for c in conns if now - c.idle_since <= IDLE_MAX]
+            out += [c for c in conns if now - c.idle_since > IDLE_MAX]
             if keep:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
         while len(self._idle) > MAX_ORIGINS:
             out += self._idle.pop(next(iter(self._idle)))
-        for c in out:
-            self._since.pop(id(c), None)
         return out
 
     def idle_count(self) -> int:

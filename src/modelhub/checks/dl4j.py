@@ -133,24 +133,47 @@ def _job_id(ref: str, path: str) -> str:
     return f"{ref}#{path}"
 
 
-def _jobs(manifest: Manifest) -> list[dict[str, Any]]:
-    jobs = []
+def _jobs(
+    store: Store, manifest: Manifest
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The harness's jobs for ``manifest``'s staged files that DL4J imports and that have a
+    fixture, and failed records (by job id) for those whose fixture no longer has the sha256
+    the manifest recorded: not sent, the numbers would be checked against something else."""
+    from ..store.files import sha256_file
+
+    jobs, damaged = [], {}
     for staged in manifest.staged:
         if staged.format not in FORMATS or not staged.fixture:
             continue
+        job_id, fixture = _job_id(manifest.ref, staged.path), staged.fixture["path"]
         tolerance = (staged.parity or {}).get("tolerance", 1e-4)
         jobs.append(
             {
-                "id": _job_id(manifest.ref, staged.path),
+                "id": job_id,
                 "format": staged.format,
                 "path": staged.path,
-                "fixture": staged.fixture["path"],
+                "fixture": fixture,
                 "inputs": list(staged.inputs),
                 "outputs": list(staged.outputs),
                 "tolerance": float(tolerance),
             }
         )
-    return jobs
+        try:
+            sha, _ = sha256_file(store.abspath(fixture))
+        except OSError:
+            sha = None
+        if sha != staged.fixture.get("sha256"):
+            damaged[job_id] = {
+                "id": job_id,
+                "ok": False,
+                "stage": "fixture",
+                "max_abs_diff": None,
+                "error": (
+                    f"the parity fixture {fixture} is missing or changed since staging "
+                    "(sha256): modelhub verify --repair"
+                ),
+            }
+    return jobs, damaged
 
 
 def _no_fixture(entry: StagedEntry) -> str:
@@ -165,44 +188,17 @@ def _no_fixture(entry: StagedEntry) -> str:
     return "no parity fixture (staged before fixtures existed): stage it again (pull --force)"
 
 
-def _damaged_fixtures(
-    store: Store, jobs: list[dict[str, Any]], manifests: Sequence[Manifest]
-) -> dict[str, dict[str, Any]]:
-    """Failed records for the jobs whose fixture no longer has the sha256 its manifest
-    recorded (the numbers would be checked against something else)."""
-    from ..store.files import sha256_file
-
-    want = {
-        _job_id(m.ref, s.path): (s.fixture or {}).get("sha256") for m in manifests for s in m.staged
-    }
-    damaged = {}
-    for job in jobs:
-        path = store.abspath(job["fixture"])
-        try:
-            sha, _ = sha256_file(path)
-        except OSError:
-            sha = None
-        if sha != want.get(job["id"]):
-            damaged[job["id"]] = {
-                "id": job["id"],
-                "ok": False,
-                "stage": "fixture",
-                "max_abs_diff": None,
-                "error": (
-                    f"the parity fixture {job['fixture']} is missing or changed since staging "
-                    "(sha256): modelhub verify --repair"
-                ),
-            }
-    return damaged
-
-
 def run(store: Store, manifests: Sequence[Manifest]) -> tuple[str, list[dict[str, Any]]]:
     """Run the harness over every DL4J-importable staged artifact of ``manifests``; return
     (DL4J version, the harness's result records by job)."""
     java, _ = _tools()
     jar, classpath = build(store)
-    every = [job for manifest in manifests for job in _jobs(manifest)]
-    damaged = _damaged_fixtures(store, every, manifests)
+    every: list[dict[str, Any]] = []
+    damaged: dict[str, dict[str, Any]] = {}
+    for manifest in manifests:
+        found, bad = _jobs(store, manifest)
+        every += found
+        damaged.update(bad)
     jobs = [job for job in every if job["id"] not in damaged]
     if not jobs:
         return "", list(damaged.values())

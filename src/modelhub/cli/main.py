@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``modelhub`` command."""
 
     from .. import __version__
-    from .options import parser_class
+    from .argparser import Parser
 
-    parser = parser_class()(
+    parser: argparse.ArgumentParser = Parser(
         prog=PROG,
         description="Pull pretrained models from every model hub into one store, import-ready.",
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, NoReturn
 
 
 #: The help of a REF argument: the grammar in short (the README's "References" in full).
@@ -71,50 +70,6 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "check": ("modelhub check onnx:mnist --importer dl4j", "modelhub check --all --importer dl4j"),
 }
-
-
-_PARSER: list[type[argparse.ArgumentParser]] = []
-
-
-def parser_class() -> type[argparse.ArgumentParser]:
-    """The command line's ``ArgumentParser``: a value an option or argument refuses (a bad
-    number, a choice not offered) is one line naming the option and what to give, exit 2; an
-    unknown option or a missing argument still shows the (sub)command's usage."""
-    if _PARSER:
-        return _PARSER[0]
-    import argparse
-
-    from .output import PROG
-
-    class Parser(argparse.ArgumentParser):
-        """``ArgumentParser`` whose value errors are one line."""
-
-        bad_value: argparse.ArgumentError | None = None
-
-        def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
-            try:
-                return super()._get_value(action, arg_string)
-            except argparse.ArgumentError as exc:
-                self.bad_value = exc
-                raise
-
-        def _check_value(self, action: argparse.Action, value: Any) -> None:
-            try:
-                super()._check_value(action, value)
-            except argparse.ArgumentError as exc:
-                self.bad_value = exc
-                raise
-
-        def error(self, message: str) -> NoReturn:
-            bad = self.bad_value
-            if bad is None or str(bad) != message:
-                super().error(message)
-            command = self.prog.removeprefix(PROG).strip()
-            where = " ".join(w for w in (command, bad.argument_name or "") if w)
-            self.exit(2, f"{PROG}: error: {where}: {bad.message}\n")
-
-    _PARSER.append(Parser)
-    return Parser
 
 
 def add_examples(parser: argparse.ArgumentParser, name: str) -> None:
@@ -232,7 +187,6 @@ __all__ = [
     "add_examples",
     "jobs",
     "log_setup",
-    "parser_class",
     "port",
     "ref_help",
     "storage_help",

@@ -303,10 +303,6 @@ def rewrite(
                 n.attribute.extend(kept)
                 counts["reshape"] += 1
         nodes.append(n)
-    for n in nodes:
-        for k, name in enumerate(n.input):
-            if name in alias:
-                n.input[k] = alias[name]
     del g.node[:]
     g.node.extend(nodes)
 
